@@ -1,0 +1,152 @@
+"""Rendering normalized examples to token ids and a response mask.
+
+The tokenizer's chat template is used when it has one, else an Alpaca-style prompt. The response mask
+covers the tokens of every assistant turn (its content and its end-of-turn marker), found from
+character spans of the rendered text and the tokenizer's offset mapping, so it is exact for any
+template that renders a conversation's prefix as a prefix of the whole.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from profiler.data.formats import Example
+from profiler.errors import DataError, ModelError
+
+ALPACA_SYSTEM = (
+    "Below is an instruction that describes a task. Write a response that appropriately completes the request."
+)
+TEMPLATES = ("auto", "chat", "alpaca")
+
+
+@dataclass
+class RenderedExample:
+    """Token ids with a mask of the response tokens (the ones scored and trained on)."""
+
+    input_ids: list[int]
+    response_mask: list[bool]
+    truncated: bool = False
+
+    @property
+    def n_response_tokens(self) -> int:
+        # The first token is never predicted, so it never counts as a response token.
+        return sum(self.response_mask[1:])
+
+    @property
+    def n_prompt_tokens(self) -> int:
+        return len(self.input_ids) - self.n_response_tokens
+
+    def labels(self) -> list[int]:
+        """Hugging Face labels: the ids at response positions, -100 elsewhere (unshifted)."""
+        return [t if m and i > 0 else -100 for i, (t, m) in enumerate(zip(self.input_ids, self.response_mask))]
+
+
+class Renderer:
+    """Renders examples for one tokenizer.
+
+    Args:
+        tokenizer: a fast Hugging Face tokenizer (offsets are needed for the response mask).
+        template: ``auto`` (chat template if the tokenizer has one), ``chat`` or ``alpaca``.
+        max_length: the longest token sequence allowed.
+        truncate: cut longer examples to ``max_length`` (marked ``truncated``) instead of rejecting them.
+    """
+
+    def __init__(self, tokenizer, template: str = "auto", max_length: int = 2048, truncate: bool = False):
+        if template not in TEMPLATES:
+            raise ValueError(f"template must be one of {TEMPLATES}, got {template!r}")
+        if not getattr(tokenizer, "is_fast", False):
+            raise ModelError("a fast tokenizer is needed (offset mapping locates the response tokens)")
+        has_chat = bool(getattr(tokenizer, "chat_template", None))
+        if template == "chat" and not has_chat:
+            raise ModelError("template 'chat' was asked for, but the tokenizer has no chat template")
+        self.tokenizer = tokenizer
+        self.template = "chat" if template == "chat" or (template == "auto" and has_chat) else "alpaca"
+        self.max_length = max_length
+        self.truncate = truncate
+
+    def render_text(self, messages: list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
+        """The full text and the character spans of the assistant turns."""
+        if self.template == "chat":
+            return self._chat_text(messages)
+        return self._alpaca_text(messages)
+
+    def render(self, example: Example, *, source_file: str = "<input>", row: int = 0) -> RenderedExample:
+        """Token ids and response mask for one example.
+
+        Raises:
+            DataError: ``too_long`` beyond ``max_length`` (unless truncating), ``no_response_tokens``
+                when nothing is left to score.
+        """
+        text, spans = self.render_text(example.messages)
+        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids = list(enc["input_ids"])
+        mask = [any(s <= start < e for s, e in spans) for start, _ in enc["offset_mapping"]]
+        truncated = False
+        if len(ids) > self.max_length:
+            if not self.truncate:
+                raise DataError(
+                    source_file,
+                    f"example has {len(ids)} tokens, more than max_length={self.max_length}",
+                    code="too_long",
+                    row=row,
+                )
+            ids, mask, truncated = ids[: self.max_length], mask[: self.max_length], True
+        out = RenderedExample(ids, mask, truncated)
+        if out.n_response_tokens == 0:
+            reason = "no response tokens left after truncation" if truncated else "the response renders to no tokens"
+            raise DataError(source_file, reason, code="too_long" if truncated else "no_response_tokens", row=row)
+        return out
+
+    def _apply(self, messages, add_generation_prompt: bool = False) -> str:
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+    def _chat_text(self, messages: list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
+        try:
+            full = self._apply(messages)
+        except Exception:
+            # Some templates (Gemma's) reject a system role: fold it into the first user turn, as is usual.
+            messages = _fold_system(messages)
+            full = self._apply(messages)
+        spans, cursor = [], 0
+        for k, m in enumerate(messages):
+            if m["role"] != "assistant":
+                continue
+            before = self._apply(messages[:k], add_generation_prompt=True)
+            through = self._apply(messages[: k + 1])
+            if through.startswith(before) and full.startswith(through):
+                # Keep the end-of-turn marker, drop the whitespace after it.
+                start, end = len(before), len(through.rstrip())
+            else:  # a template that rewrites history: find the content itself
+                start = full.find(m["content"], cursor)
+                if start < 0:
+                    raise ModelError("cannot locate an assistant turn in the chat template's output")
+                end = start + len(m["content"])
+                eos = self.tokenizer.eos_token or ""
+                if eos and full.startswith(eos, end):
+                    end += len(eos)
+            spans.append((start, end))
+            cursor = end
+        return full, spans
+
+    def _alpaca_text(self, messages: list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
+        system = " ".join(m["content"] for m in messages if m["role"] == "system") or ALPACA_SYSTEM
+        text = (self.tokenizer.bos_token or "") + system + "\n\n"
+        spans = []
+        for m in messages:
+            if m["role"] == "user":
+                text += f"### Instruction:\n{m['content']}\n\n"
+            elif m["role"] == "assistant":
+                text += "### Response:\n"
+                start = len(text)
+                text += m["content"] + (self.tokenizer.eos_token or "")
+                spans.append((start, len(text)))
+                text += "\n\n"
+        return text.rstrip("\n"), spans
+
+
+def _fold_system(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+    rest = [dict(m) for m in messages if m["role"] != "system"]
+    if system and rest and rest[0]["role"] == "user":
+        rest[0]["content"] = f"{system}\n\n{rest[0]['content']}"
+    return rest

@@ -1,0 +1,127 @@
+"""Loading reference models, tokenizers and checkpoints, and splitting a causal LM into backbone and head."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from profiler.errors import ModelError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when present, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """``auto`` is bfloat16 on a GPU that supports it and float32 elsewhere."""
+    if dtype == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be 'auto' or one of {sorted(DTYPES)}, got {dtype!r}")
+    return DTYPES[dtype]
+
+
+def _check_exists(name_or_path: str) -> None:
+    p = Path(name_or_path)
+    looks_local = p.is_absolute() or name_or_path.startswith(".") or name_or_path.count("/") != 1
+    if not p.exists() and looks_local:
+        raise ModelError(f"model path does not exist: {name_or_path}")
+
+
+def is_adapter_dir(path: str | Path) -> bool:
+    return (Path(path) / "adapter_config.json").is_file()
+
+
+def adapter_base(path: str | Path) -> str | None:
+    """The base model an adapter checkpoint was trained from, as recorded by peft."""
+    cfg = json.loads((Path(path) / "adapter_config.json").read_text())
+    return cfg.get("base_model_name_or_path")
+
+
+def load_tokenizer(name_or_path: str):
+    """A Hugging Face tokenizer, with a pad token set (the EOS token when it has none)."""
+    from transformers import AutoTokenizer
+
+    _check_exists(name_or_path)
+    try:
+        tok = AutoTokenizer.from_pretrained(name_or_path)
+    except Exception as e:
+        raise ModelError(f"cannot load a tokenizer from {name_or_path}: {e}") from e
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_causal_lm(
+    name_or_path: str,
+    *,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    base: str | None = None,
+):
+    """Load a causal LM, or a peft adapter checkpoint on top of its base model, in eval mode.
+
+    Args:
+        name_or_path: a model directory or hub name, or an adapter directory.
+        device: where to put it.
+        dtype: parameter dtype.
+        base: the base model for an adapter directory (defaults to the one the adapter names).
+    """
+    from transformers import AutoModelForCausalLM
+
+    _check_exists(name_or_path)
+    try:
+        if is_adapter_dir(name_or_path):
+            from peft import PeftModel
+
+            base_path = base or adapter_base(name_or_path)
+            if not base_path:
+                raise ModelError(f"adapter checkpoint {name_or_path} names no base model; pass --model")
+            _check_exists(base_path)
+            model = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype)
+            model = PeftModel.from_pretrained(model, name_or_path)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype)
+    except ModelError:
+        raise
+    except Exception as e:
+        raise ModelError(f"cannot load a causal LM from {name_or_path}: {e}") from e
+    return model.to(device).eval()
+
+
+def causal_lm_parts(model) -> tuple[torch.nn.Module, Callable[[torch.Tensor], torch.Tensor]]:
+    """The backbone (returning final, normed hidden states) and a head mapping them to logits.
+
+    The head applies the model's own logit transforms (Gemma 2 final-logit softcapping, Cohere-style
+    logit scaling), so head(backbone(x)) equals the model's logits. Works through peft wrappers.
+    """
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    lm_head = inner.get_output_embeddings() if hasattr(inner, "get_output_embeddings") else None
+    if lm_head is None:
+        raise ModelError(f"{type(inner).__name__} has no accessible LM head (get_output_embeddings() is None)")
+    backbone = inner.get_decoder()
+    if backbone is inner:
+        raise ModelError(f"cannot find the decoder backbone of {type(inner).__name__}")
+    config = inner.config
+    softcap = getattr(config, "final_logit_softcapping", None)
+    scale = getattr(config, "logit_scale", None)
+
+    def head(hidden: torch.Tensor) -> torch.Tensor:
+        logits = lm_head(hidden)
+        if scale is not None:
+            logits = logits * scale
+        if softcap:
+            logits = torch.tanh(logits / softcap) * softcap
+        return logits
+
+    return backbone, head

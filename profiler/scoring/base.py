@@ -1,0 +1,42 @@
+"""The interface every scoring backend implements: the same token ids in, the same sums out."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class ScoreItem:
+    """One example to score: token ids and which of them are response tokens."""
+
+    example_id: str
+    input_ids: Sequence[int]
+    response_mask: Sequence[bool]
+
+
+@dataclass(frozen=True)
+class ExampleScore:
+    """Response-token negative log-likelihood of one example at one checkpoint."""
+
+    example_id: str
+    nll_sum: float
+    n_tokens: int
+
+    @property
+    def mean_nll(self) -> float:
+        return self.nll_sum / self.n_tokens
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(self.mean_nll)
+
+
+class Scorer(Protocol):
+    """A backend scoring examples with one loaded model (checkpoint)."""
+
+    def score(self, items: Sequence[ScoreItem], *, progress: bool = True) -> Iterator[list[ExampleScore]]:
+        """Yield scores batch by batch (so callers can write them as they come), covering every item once."""
+        ...

@@ -1,0 +1,102 @@
+"""The torch scoring backend: batched forward passes, LM head only at response positions, chunked log-softmax.
+
+Memory stays bounded by ``chunk_tokens x vocab`` floats whatever the batch, so 256k vocabularies fit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from profiler.models import causal_lm_parts
+from profiler.scoring.base import ExampleScore, ScoreItem
+from profiler.scoring.batching import token_budget_batches
+
+
+def response_nll(head, hidden: torch.Tensor, targets: torch.Tensor, chunk_tokens: int = 4096) -> torch.Tensor:
+    """Per-token NLL of ``targets`` under ``head(hidden)``, computed in float32 in chunks of tokens.
+
+    Args:
+        head: maps ``[n, hidden]`` to ``[n, vocab]`` logits.
+        hidden: ``[n, hidden]`` hidden states at the positions predicting ``targets``.
+        targets: ``[n]`` token ids.
+    """
+    out = torch.empty(targets.shape[0], dtype=torch.float32, device=hidden.device)
+    for s in range(0, targets.shape[0], chunk_tokens):
+        logits = head(hidden[s : s + chunk_tokens]).float()
+        tgt = targets[s : s + chunk_tokens]
+        out[s : s + chunk_tokens] = torch.logsumexp(logits, dim=-1) - logits.gather(1, tgt[:, None]).squeeze(1)
+    return out
+
+
+class TorchScorer:
+    """Scores examples with a loaded Hugging Face causal LM (plain or peft-wrapped).
+
+    Args:
+        model: the causal LM, already on its device and in eval mode.
+        max_tokens: padded tokens per forward batch.
+        max_batch_size: optional cap on rows per batch.
+        chunk_tokens: response positions per LM-head chunk.
+        pad_token_id: id used for padding (its value never matters: padded positions are masked).
+    """
+
+    def __init__(
+        self,
+        model,
+        *,
+        max_tokens: int = 16384,
+        max_batch_size: int | None = None,
+        chunk_tokens: int = 4096,
+        pad_token_id: int = 0,
+    ):
+        self.model = model
+        self.backbone, self.head = causal_lm_parts(model)
+        self.max_tokens = max_tokens
+        self.max_batch_size = max_batch_size
+        self.chunk_tokens = chunk_tokens
+        self.pad_token_id = pad_token_id
+        self.device = next(model.parameters()).device
+
+    def _collate(self, items: Sequence[ScoreItem]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        longest = max(len(it.input_ids) for it in items)
+        ids = torch.full((len(items), longest), self.pad_token_id, dtype=torch.long)
+        attn = torch.zeros((len(items), longest), dtype=torch.long)
+        resp = torch.zeros((len(items), longest), dtype=torch.bool)
+        for r, it in enumerate(items):  # right padding: positions of real tokens are unaffected
+            n = len(it.input_ids)
+            ids[r, :n] = torch.as_tensor(it.input_ids)
+            attn[r, :n] = 1
+            resp[r, :n] = torch.as_tensor(list(it.response_mask), dtype=torch.bool)
+        resp[:, 0] = False  # the first token has nothing to predict it
+        return ids.to(self.device), attn.to(self.device), resp.to(self.device)
+
+    @torch.inference_mode()
+    def score_batch(self, items: Sequence[ScoreItem]) -> list[ExampleScore]:
+        """Response NLL sums of one batch, independent of what else is in the batch."""
+        ids, attn, resp = self._collate(items)
+        hidden = self.backbone(input_ids=ids, attention_mask=attn, use_cache=False).last_hidden_state
+        # Position t predicts token t+1: shift the mask left to select the predicting hidden states.
+        predict = resp[:, 1:]
+        h = hidden[:, :-1][predict]
+        targets = ids[:, 1:][predict]
+        rows = torch.arange(len(items), device=self.device)[:, None].expand_as(predict)[predict]
+        nll = response_nll(self.head, h, targets, self.chunk_tokens)
+        sums = torch.zeros(len(items), dtype=torch.float64, device=self.device).index_add_(0, rows, nll.double())
+        counts = predict.sum(dim=1)
+        return [
+            ExampleScore(it.example_id, float(s), int(c)) for it, s, c in zip(items, sums.tolist(), counts.tolist())
+        ]
+
+    def score(
+        self, items: Sequence[ScoreItem], *, progress: bool = True, desc: str = "scoring"
+    ) -> Iterator[list[ExampleScore]]:
+        """Yield scores batch by batch, longest examples first."""
+        lengths = [len(it.input_ids) for it in items]
+        batches = token_budget_batches(lengths, self.max_tokens, self.max_batch_size)
+        with tqdm(total=sum(lengths), unit="tok", desc=desc, disable=not progress, unit_scale=True) as bar:
+            for batch in batches:
+                chunk = [items[i] for i in batch]
+                yield self.score_batch(chunk)
+                bar.update(sum(lengths[i] for i in batch))

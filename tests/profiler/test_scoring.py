@@ -1,0 +1,102 @@
+"""The torch scorer: exact against the model's own loss, and independent of batch composition."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from profiler.data import Renderer
+from profiler.data.formats import Example
+from profiler.models import causal_lm_parts
+from profiler.scoring import ScoreItem, TorchScorer, token_budget_batches
+from profiler.scoring.torch_backend import response_nll
+from tests.conftest import build_tiny_model
+
+WORDS = ["the", "a", "permit", "building", "time", "weeks", "hello", "machine", "think", "blue", "sky", "one",
+         "two", "three", "AI", "science"]
+
+
+def make_items(tokenizer_dir, n=12, seed=0):
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    rng = random.Random(seed)
+    renderer = Renderer(tok)
+    items = []
+    for i in range(n):
+        msgs = [{"role": "user", "content": " ".join(rng.choices(WORDS, k=rng.randint(1, 30)))},
+                {"role": "assistant", "content": " ".join(rng.choices(WORDS, k=rng.randint(1, 40)))}]
+        if i % 3 == 0:  # some multi-turn examples
+            msgs += [{"role": "user", "content": "and?"}, {"role": "assistant", "content": rng.choice(WORDS)}]
+        r = renderer.render(Example(msgs))
+        items.append(ScoreItem(f"ex{i}", r.input_ids, r.response_mask))
+    return tok, items
+
+
+def reference_mean_nll(model, item) -> float:
+    """The model's own loss on one example, with -100 outside the response (as any HF training would)."""
+    ids = torch.tensor([list(item.input_ids)])
+    labels = ids.clone()
+    mask = torch.tensor([list(item.response_mask)])
+    labels[~mask] = -100
+    with torch.no_grad():
+        return model(input_ids=ids, labels=labels).loss.item()
+
+
+@pytest.mark.parametrize("kind,tie", [("llama", False), ("llama", True), ("gemma2", False), ("qwen2", False)])
+def test_mean_nll_equals_model_loss(tmp_path, chat_tokenizer_dir, kind, tie):
+    path = build_tiny_model(kind, chat_tokenizer_dir, tmp_path / kind, tie=tie)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    tok, items = make_items(chat_tokenizer_dir)
+    scorer = TorchScorer(model, max_tokens=256, chunk_tokens=7, pad_token_id=tok.pad_token_id)
+    scores = {s.example_id: s for batch in scorer.score(items, progress=False) for s in batch}
+    assert set(scores) == {it.example_id for it in items}
+    for it in items:
+        s = scores[it.example_id]
+        assert s.n_tokens == sum(it.response_mask[1:])
+        assert s.mean_nll == pytest.approx(reference_mean_nll(model, it), abs=1e-5, rel=1e-5)
+
+
+def test_scores_do_not_depend_on_batch_composition(tiny_llama, chat_tokenizer_dir):
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32).eval()
+    tok, items = make_items(chat_tokenizer_dir, n=16, seed=1)
+    alone = {it.example_id: TorchScorer(model).score_batch([it])[0] for it in items}
+    for max_tokens, chunk, seed in [(64, 3, 0), (300, 4096, 1), (100000, 50, 2)]:
+        shuffled = items[:]
+        random.Random(seed).shuffle(shuffled)
+        scorer = TorchScorer(model, max_tokens=max_tokens, chunk_tokens=chunk, pad_token_id=tok.pad_token_id)
+        for batch in scorer.score(shuffled, progress=False):
+            for s in batch:
+                ref = alone[s.example_id]
+                assert s.n_tokens == ref.n_tokens
+                assert s.mean_nll == pytest.approx(ref.mean_nll, abs=1e-5)
+
+
+def test_head_matches_model_logits_with_softcapping(tmp_path, chat_tokenizer_dir):
+    path = build_tiny_model("gemma2", chat_tokenizer_dir, tmp_path / "g")
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    backbone, head = causal_lm_parts(model)
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits
+        mine = head(backbone(input_ids=ids).last_hidden_state)
+    assert logits.abs().max() <= 2.0 + 1e-6  # softcapping is active
+    torch.testing.assert_close(mine, logits, atol=1e-5, rtol=1e-5)
+    # Chunked NLL equals a full log-softmax.
+    h = torch.randn(10, 64)
+    tgt = torch.randint(0, logits.shape[-1], (10,))
+    full = -torch.log_softmax(head(h).float(), -1).gather(1, tgt[:, None]).squeeze(1)
+    torch.testing.assert_close(response_nll(head, h, tgt, chunk_tokens=3), full, atol=1e-5, rtol=1e-5)
+
+
+def test_token_budget_batches():
+    lengths = [5, 50, 20, 20, 7, 300, 1]
+    batches = token_budget_batches(lengths, max_tokens=60)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    assert batches[0] == [5]  # the longest first, alone even though over budget
+    for b in batches[1:]:
+        assert max(lengths[i] for i in b) * len(b) <= 60
+    assert all(len(b) <= 2 for b in token_budget_batches(lengths, max_tokens=10**6, max_batch_size=2))
+    with pytest.raises(ValueError):
+        token_budget_batches(lengths, 0)
