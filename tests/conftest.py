@@ -45,14 +45,18 @@ def plain_tokenizer_dir(tmp_path_factory) -> Path:
 
     tk = Tokenizer(models.BPE(unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<unk>", "<s>", "</s>", "<pad>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<unk>", "<s>", "</s>", "<pad>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tk.train_from_iterator(CORPUS, trainer)
     from tokenizers import decoders
 
     tk.decoder = decoders.ByteLevel()
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-                                  unk_token="<unk>")
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=tk, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
     out = tmp_path_factory.mktemp("plain_tokenizer")
     tok.save_pretrained(out)
     return out
@@ -62,15 +66,31 @@ def tiny_config(kind: str, vocab_size: int, *, tie: bool = False):
     """A 2-layer causal LM config; head_dim 32 (the smallest vLLM's CPU attention takes)."""
     from transformers import Gemma2Config, LlamaConfig, Qwen2Config
 
-    common = dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                  num_attention_heads=2, num_key_value_heads=1, head_dim=32, max_position_embeddings=1024,
-                  tie_word_embeddings=tie, bos_token_id=1, eos_token_id=2, pad_token_id=3)
+    common = dict(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=32,
+        max_position_embeddings=1024,
+        tie_word_embeddings=tie,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=3,
+    )
     if kind == "llama":
         return LlamaConfig(**common)
     if kind == "gemma2":
         # Softcapping at 2.0 bites on random logits, so a head that forgot it would fail the tests.
-        return Gemma2Config(**common, final_logit_softcapping=2.0, attn_logit_softcapping=50.0,
-                            query_pre_attn_scalar=32, sliding_window=512)
+        return Gemma2Config(
+            **common,
+            final_logit_softcapping=2.0,
+            attn_logit_softcapping=50.0,
+            query_pre_attn_scalar=32,
+            sliding_window=512,
+        )
     if kind == "qwen2":
         return Qwen2Config(**common)
     raise ValueError(kind)
@@ -117,11 +137,21 @@ ALPACA_ROWS = [
     {"instruction": "Count to three.", "input": "", "output": "One, two, three."},
 ]
 CHAT_ROWS = [
-    {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
-                  {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "How are you?"},
-                  {"role": "assistant", "content": "Fine, thanks."}]},
-    {"messages": [{"role": "user", "content": "What is AI?"},
-                  {"role": "assistant", "content": "Machines that think."}]},
+    {
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello."},
+            {"role": "user", "content": "How are you?"},
+            {"role": "assistant", "content": "Fine, thanks."},
+        ]
+    },
+    {
+        "messages": [
+            {"role": "user", "content": "What is AI?"},
+            {"role": "assistant", "content": "Machines that think."},
+        ]
+    },
 ]
 
 

@@ -100,8 +100,9 @@ def _load_row(
         try:
             if row_fmt is None:
                 raise _unknown_format(r)
-            example = normalize_record(r.record, row_fmt, fields=fields, source_file=r.source_file, row=r.row,
-                                       line=r.line)
+            example = normalize_record(
+                r.record, row_fmt, fields=fields, source_file=r.source_file, row=r.row, line=r.line
+            )
         except DataError as e:
             error = e
     if error is not None:

@@ -41,9 +41,11 @@ def test_bad_row_skipped_is_accounted_for(tmp_path, bad, code, field):
 
 
 def test_chat_errors_name_the_message(tmp_path):
-    rows = [{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": None}]},
-            {"messages": [{"role": "user", "content": "Hi"}, {"role": "robot", "content": "x"}]},
-            {"messages": [{"role": "user", "content": "Hi"}]}]
+    rows = [
+        {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": None}]},
+        {"messages": [{"role": "user", "content": "Hi"}, {"role": "robot", "content": "x"}]},
+        {"messages": [{"role": "user", "content": "Hi"}]},
+    ]
     path = write_jsonl(tmp_path / "chat.jsonl", rows)
     out = load_examples([str(path)], on_error="skip")
     assert [r.status for r in out] == ["not_a_string", "invalid_field", "no_response"]

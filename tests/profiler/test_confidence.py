@@ -24,8 +24,10 @@ def test_split_is_balanced(n):
     assert conf["rank"].to_list() == list(range(n))
     # Every confident example is at least as confident as every unconfident one.
     if n > 1:
-        assert conf.filter(pl.col("split") == "confident")["confidence"].min() >= conf.filter(
-            pl.col("split") == "unconfident")["confidence"].max()
+        assert (
+            conf.filter(pl.col("split") == "confident")["confidence"].min()
+            >= conf.filter(pl.col("split") == "unconfident")["confidence"].max()
+        )
 
 
 def test_values_and_ties():

@@ -33,8 +33,10 @@ def test_formats_normalize_to_the_same_messages():
 
 def test_field_overrides_and_ids_across_formats(tmp_path):
     faq = write_jsonl(tmp_path / "faq.jsonl", [{"q": "Q?", "a": "A."}, {"q": "Q2?", "a": "A2."}])
-    share = write_jsonl(tmp_path / "share.jsonl", [
-        {"conversations": [{"from": "human", "value": "Q?"}, {"from": "gpt", "value": "A."}]}])
+    share = write_jsonl(
+        tmp_path / "share.jsonl",
+        [{"conversations": [{"from": "human", "value": "Q?"}, {"from": "gpt", "value": "A."}]}],
+    )
     rows = load_examples([str(faq)], fmt="alpaca", fields={"instruction": "q", "output": "a"})
     assert [r.example.response_text for r in rows] == ["A.", "A2."]
     other = load_examples([str(share)])

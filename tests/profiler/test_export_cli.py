@@ -19,8 +19,9 @@ from tests.conftest import ALPACA_ROWS, write_jsonl
 
 @pytest.fixture
 def table(tiny_llama, alpaca_file, chat_file, tmp_path):
-    cfg = ScoreConfig(model=str(tiny_llama), data=[str(alpaca_file), str(chat_file)], out=str(tmp_path / "r.duckdb"),
-                      progress=False)
+    cfg = ScoreConfig(
+        model=str(tiny_llama), data=[str(alpaca_file), str(chat_file)], out=str(tmp_path / "r.duckdb"), progress=False
+    )
     return run_score(cfg)
 
 
@@ -53,8 +54,9 @@ def test_export_round_trip(table, tmp_path, fmt):
 def test_export_keeps_original_fields_and_renames_clashes(tiny_llama, tmp_path):
     rows = [dict(r, split="orig", id=i) for i, r in enumerate(ALPACA_ROWS)]
     data = write_jsonl(tmp_path / "d.jsonl", rows)
-    out = run_score(ScoreConfig(model=str(tiny_llama), data=[str(data)], out=str(tmp_path / "r.duckdb"),
-                                progress=False))
+    out = run_score(
+        ScoreConfig(model=str(tiny_llama), data=[str(data)], out=str(tmp_path / "r.duckdb"), progress=False)
+    )
     export_split(out, tmp_path / "x.jsonl")
     recs = [json.loads(line) for line in (tmp_path / "x.jsonl").read_text().splitlines()]
     assert {r["split"] for r in recs} == {"orig"}
@@ -66,22 +68,37 @@ def test_cli_score_info_export(tiny_llama, alpaca_file, chat_file, tmp_path, cap
     out = tmp_path / "cli.duckdb"
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(f"max_tokens: 128\nn_bins: 5\ndata:\n  - {alpaca_file}\n")
-    rc = main(["score", "--model", str(tiny_llama), "--data", f"talk={chat_file}", "--out", str(out),
-               "--config", str(cfg), "--no-progress"])
+    rc = main(
+        [
+            "score",
+            "--model",
+            str(tiny_llama),
+            "--data",
+            f"talk={chat_file}",
+            "--out",
+            str(out),
+            "--config",
+            str(cfg),
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "examples        2" in printed  # flags override the config's data
     assert main(["info", str(out), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["sources"] == {"talk": 2} and info["splits"] == {"confident": 1, "unconfident": 1}
-    assert main(["export", str(out), "--split", "confident", "-o", str(tmp_path / "c.parquet"),
-                 "--format", "parquet"]) == 0
+    assert (
+        main(["export", str(out), "--split", "confident", "-o", str(tmp_path / "c.parquet"), "--format", "parquet"])
+        == 0
+    )
     assert pl.read_parquet(tmp_path / "c.parquet").height == 1
 
 
 def test_cli_errors_are_one_line(tmp_path, tiny_llama, alpaca_file, capsys):
-    rc = main(["score", "--model", str(tmp_path / "nope"), "--data", str(alpaca_file), "--out",
-               str(tmp_path / "x.duckdb")])
+    rc = main(
+        ["score", "--model", str(tmp_path / "nope"), "--data", str(alpaca_file), "--out", str(tmp_path / "x.duckdb")]
+    )
     assert rc == 2
     assert "model path does not exist" in capsys.readouterr().err
     assert main(["score", "--data", str(alpaca_file)]) == 2
@@ -94,6 +111,7 @@ def test_cli_errors_are_one_line(tmp_path, tiny_llama, alpaca_file, capsys):
 
 
 def test_console_script_runs(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "profiler", "info", str(tmp_path / "none.duckdb")],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "profiler", "info", str(tmp_path / "none.duckdb")], capture_output=True, text=True
+    )
     assert proc.returncode == 2 and "no confidence table at" in proc.stderr

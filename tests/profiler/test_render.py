@@ -9,9 +9,13 @@ from profiler.data import Renderer
 from profiler.data.formats import Example
 from profiler.errors import DataError
 
-MULTI = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
-         {"role": "assistant", "content": "Hello there."}, {"role": "user", "content": "How are you?"},
-         {"role": "assistant", "content": "Fine, thanks."}]
+MULTI = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "Hi"},
+    {"role": "assistant", "content": "Hello there."},
+    {"role": "user", "content": "How are you?"},
+    {"role": "assistant", "content": "Fine, thanks."},
+]
 
 
 def response_pieces(tok, rendered) -> list[str]:

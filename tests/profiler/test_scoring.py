@@ -15,8 +15,24 @@ from profiler.scoring import ScoreItem, TorchScorer, token_budget_batches
 from profiler.scoring.torch_backend import response_nll
 from tests.conftest import build_tiny_model
 
-WORDS = ["the", "a", "permit", "building", "time", "weeks", "hello", "machine", "think", "blue", "sky", "one",
-         "two", "three", "AI", "science"]
+WORDS = [
+    "the",
+    "a",
+    "permit",
+    "building",
+    "time",
+    "weeks",
+    "hello",
+    "machine",
+    "think",
+    "blue",
+    "sky",
+    "one",
+    "two",
+    "three",
+    "AI",
+    "science",
+]
 
 
 def make_items(tokenizer_dir, n=12, seed=0):
@@ -25,8 +41,10 @@ def make_items(tokenizer_dir, n=12, seed=0):
     renderer = Renderer(tok)
     items = []
     for i in range(n):
-        msgs = [{"role": "user", "content": " ".join(rng.choices(WORDS, k=rng.randint(1, 30)))},
-                {"role": "assistant", "content": " ".join(rng.choices(WORDS, k=rng.randint(1, 40)))}]
+        msgs = [
+            {"role": "user", "content": " ".join(rng.choices(WORDS, k=rng.randint(1, 30)))},
+            {"role": "assistant", "content": " ".join(rng.choices(WORDS, k=rng.randint(1, 40)))},
+        ]
         if i % 3 == 0:  # some multi-turn examples
             msgs += [{"role": "user", "content": "and?"}, {"role": "assistant", "content": rng.choice(WORDS)}]
         r = renderer.render(Example(msgs))

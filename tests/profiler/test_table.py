@@ -18,10 +18,13 @@ def config(model, data, out, **kw):
 
 def table_state(path):
     with open_table(path) as t:
-        return (t.examples.drop("status_detail").sort("example_id").rows(),
-                t.scores.select("example_id", "checkpoint_id", "nll_sum", "n_tokens").sort(
-                    "example_id", "checkpoint_id").rows(),
-                t.confidence.rows())
+        return (
+            t.examples.drop("status_detail").sort("example_id").rows(),
+            t.scores.select("example_id", "checkpoint_id", "nll_sum", "n_tokens")
+            .sort("example_id", "checkpoint_id")
+            .rows(),
+            t.confidence.rows(),
+        )
 
 
 def test_round_trip(tiny_llama, alpaca_file, chat_file, tmp_path):

@@ -1,0 +1,137 @@
+"""Scoring speed: our batched scorer vs the one-example-at-a-time forward pass of S2L, LESS and Superfiltering.
+
+Both score the same token ids with the same model in one run; the script prints tokens/s for each, their
+ratio, the largest disagreement in mean NLL, and model FLOP utilization when --peak-tflops is given.
+
+    python benchmarks/bench_scoring.py                          # SmolLM2-135M (packaged) on the packaged data
+    python benchmarks/bench_scoring.py --shape gemma-2b --device cuda --dtype bfloat16 --peak-tflops 989
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import torch
+
+from profiler.assets import smollm2_checkpoint, write_demo_data
+from profiler.data import Renderer, load_examples
+from profiler.models import load_causal_lm, load_tokenizer
+from profiler.scoring import ScoreItem, TorchScorer
+
+# Real model shapes, randomly initialized: speed does not depend on the weights' values.
+SHAPES = {
+    "gemma-2b": dict(
+        model_type="gemma",
+        vocab_size=256000,
+        hidden_size=2048,
+        intermediate_size=16384,
+        num_hidden_layers=18,
+        num_attention_heads=8,
+        num_key_value_heads=1,
+        head_dim=256,
+    ),
+    "gemma2-2b": dict(
+        model_type="gemma2",
+        vocab_size=256000,
+        hidden_size=2304,
+        intermediate_size=9216,
+        num_hidden_layers=26,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        head_dim=256,
+        final_logit_softcapping=30.0,
+        attn_logit_softcapping=50.0,
+        query_pre_attn_scalar=256,
+    ),
+}
+
+
+def build_model(args, device, dtype):
+    if args.shape is None:
+        return load_causal_lm(str(args.model or smollm2_checkpoint()), device=device, dtype=dtype)
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    spec = dict(SHAPES[args.shape])
+    config = AutoConfig.for_model(spec.pop("model_type"), **spec)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    return model.eval()
+
+
+def one_at_a_time(model, items, device) -> tuple[list[float], float]:
+    """The common baseline: one forward per example with labels, full logits, the model's own loss."""
+    out = []
+    sync(device)
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for it in items:
+            ids = torch.tensor([list(it.input_ids)], device=device)
+            labels = ids.clone()
+            labels[0, ~torch.tensor(list(it.response_mask), device=device)] = -100
+            out.append(model(input_ids=ids, labels=labels).loss.item())
+    sync(device)
+    return out, time.perf_counter() - t0
+
+
+def ours(model, items, args, device) -> tuple[list[float], float]:
+    scorer = TorchScorer(model, max_tokens=args.max_tokens)
+    sync(device)
+    t0 = time.perf_counter()
+    got = {s.example_id: s.mean_nll for batch in scorer.score(items, progress=False) for s in batch}
+    sync(device)
+    return [got[it.example_id] for it in items], time.perf_counter() - t0
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", help="model directory (default: the packaged SmolLM2-135M-Instruct)")
+    p.add_argument("--shape", choices=sorted(SHAPES), help="random model of a real shape instead of --model")
+    p.add_argument("--n", type=int, default=200, help="examples (half FAQ, half dialogs)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--max-tokens", type=int, default=16384)
+    p.add_argument("--peak-tflops", type=float, help="device peak for the dtype, to report model FLOP utilization")
+    p.add_argument("--workdir", default="/tmp/sftmix_bench")
+    args = p.parse_args()
+
+    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    tok = load_tokenizer(str(args.model or smollm2_checkpoint()))
+    specs = write_demo_data(__import__("pathlib").Path(args.workdir), args.n // 2, args.n - args.n // 2)
+    renderer = Renderer(tok, max_length=2048, truncate=True)
+    items = []
+    for r in load_examples(specs):
+        rx = renderer.render(r.example)
+        items.append(ScoreItem(r.example_id, rx.input_ids, rx.response_mask))
+    tokens = sum(len(it.input_ids) for it in items)
+    model = build_model(args, device, dtype)
+    n_params = sum(p.numel() for p in model.parameters())
+
+    ours(model, items[:4], args, device)  # warm-up
+    base_nll, base_s = one_at_a_time(model, items, device)
+    our_nll, our_s = ours(model, items, args, device)
+    diff = max(abs(a - b) for a, b in zip(base_nll, our_nll))
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+        f"device={device} dtype={args.dtype} torch={torch.__version__}"
+    )
+    print(
+        f"model: {args.shape or args.model or 'SmolLM2-135M-Instruct'} ({n_params / 1e6:.0f}M params); "
+        f"{len(items)} examples, {tokens} tokens"
+    )
+    print(f"one-at-a-time HF forward: {tokens / base_s:10.1f} tok/s  ({base_s:.1f}s)")
+    print(f"sftmix torch scorer:      {tokens / our_s:10.1f} tok/s  ({our_s:.1f}s)")
+    print(f"speed-up: {base_s / our_s:.2f}x   max |mean NLL difference|: {diff:.2e}")
+    if args.peak_tflops:
+        mfu = 2 * n_params * tokens / our_s / (args.peak_tflops * 1e12)
+        print(f"model FLOP utilization (2 x params x tokens / time / peak): {100 * mfu:.1f}%")
+
+
+if __name__ == "__main__":
+    main()
