@@ -1,6 +1,7 @@
 """The torch scoring backend: batched forward passes, LM head only at response positions, chunked log-softmax.
 
-Memory stays bounded by ``chunk_tokens x vocab`` floats whatever the batch, so 256k vocabularies fit.
+Memory stays bounded by ``chunk_tokens x vocab`` floats whatever the batch, so 256k vocabularies fit. A token
+prefix shared by a whole batch (a chat template's system prompt, say) is run once and its KV cache reused.
 """
 
 from __future__ import annotations
@@ -46,18 +47,51 @@ class TorchScorer:
         self,
         model,
         *,
-        max_tokens: int = 16384,
+        max_tokens: int | None = None,
         max_batch_size: int | None = None,
-        chunk_tokens: int = 4096,
+        chunk_tokens: int | None = None,
         pad_token_id: int = 0,
+        share_prefix: bool = True,
+        min_prefix: int = 8,
     ):
         self.model = model
         self.backbone, self.head = causal_lm_parts(model)
-        self.max_tokens = max_tokens
-        self.max_batch_size = max_batch_size
-        self.chunk_tokens = chunk_tokens
-        self.pad_token_id = pad_token_id
         self.device = next(model.parameters()).device
+        on_gpu = self.device.type != "cpu"
+        # CPU caches favour small batches and logit chunks (measured in benchmarks/README.md); GPUs favour big ones.
+        self.max_tokens = max_tokens or (16384 if on_gpu else 1024)
+        self.chunk_tokens = chunk_tokens or (4096 if on_gpu else 128)
+        self.max_batch_size = max_batch_size
+        self.pad_token_id = pad_token_id
+        self.share_prefix = share_prefix
+        self.min_prefix = min_prefix
+
+    def _shared_prefix(self, items: Sequence[ScoreItem]) -> int:
+        """Length of the token prefix all items share and that holds no position predicting a response token."""
+        if not self.share_prefix or len(items) < 2:
+            return 0
+        first = items[0].input_ids
+        n = min(len(it.input_ids) for it in items)
+        for it in items:
+            # Stop one before the first response token: that position's hidden state is needed per item.
+            n = min(n, next((i for i, m in enumerate(it.response_mask) if m and i > 0), len(it.input_ids)) - 1)
+        for it in items[1:]:
+            ids = it.input_ids
+            i = 0
+            while i < n and ids[i] == first[i]:
+                i += 1
+            n = i
+        return n if n >= self.min_prefix else 0
+
+    def _hidden(self, ids: torch.Tensor, attn: torch.Tensor, prefix: int) -> torch.Tensor:
+        """Final hidden states of the batch; a shared prefix is run once and its KV cache reused by every row."""
+        if prefix == 0:
+            return self.backbone(input_ids=ids, attention_mask=attn, use_cache=False).last_hidden_state
+        cache = self.backbone(input_ids=ids[:1, :prefix], use_cache=True).past_key_values
+        cache.batch_repeat_interleave(ids.shape[0])
+        return self.backbone(
+            input_ids=ids[:, prefix:], attention_mask=attn, past_key_values=cache, use_cache=True
+        ).last_hidden_state
 
     def _collate(self, items: Sequence[ScoreItem]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         longest = max(len(it.input_ids) for it in items)
@@ -76,10 +110,11 @@ class TorchScorer:
     def score_batch(self, items: Sequence[ScoreItem]) -> list[ExampleScore]:
         """Response NLL sums of one batch, independent of what else is in the batch."""
         ids, attn, resp = self._collate(items)
-        hidden = self.backbone(input_ids=ids, attention_mask=attn, use_cache=False).last_hidden_state
+        prefix = self._shared_prefix(items)
+        hidden = self._hidden(ids, attn, prefix)  # [B, L - prefix, H]
         # Position t predicts token t+1: shift the mask left to select the predicting hidden states.
         predict = resp[:, 1:]
-        h = hidden[:, :-1][predict]
+        h = hidden[:, :-1][predict[:, prefix:]]
         targets = ids[:, 1:][predict]
         rows = torch.arange(len(items), device=self.device)[:, None].expand_as(predict)[predict]
         nll = response_nll(self.head, h, targets, self.chunk_tokens)

@@ -118,3 +118,16 @@ def test_token_budget_batches():
     assert all(len(b) <= 2 for b in token_budget_batches(lengths, max_tokens=10**6, max_batch_size=2))
     with pytest.raises(ValueError):
         token_budget_batches(lengths, 0)
+
+
+@pytest.mark.parametrize("kind", ["llama", "gemma2", "qwen2"])
+def test_shared_prefix_reuse_is_exact(tmp_path, chat_tokenizer_dir, kind):
+    path = build_tiny_model(kind, chat_tokenizer_dir, tmp_path / kind)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    tok, items = make_items(chat_tokenizer_dir, n=10, seed=3)
+    shared = TorchScorer(model, max_tokens=100000, pad_token_id=tok.pad_token_id)
+    assert shared._shared_prefix(items) >= 20  # the template's system prompt and user header
+    plain = TorchScorer(model, max_tokens=100000, pad_token_id=tok.pad_token_id, share_prefix=False)
+    for a, b in zip(shared.score_batch(items), plain.score_batch(items)):
+        assert a.n_tokens == b.n_tokens
+        assert a.mean_nll == pytest.approx(b.mean_nll, abs=1e-5)
