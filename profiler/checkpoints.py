@@ -51,3 +51,32 @@ def discover_checkpoints(model: str, checkpoints: Sequence[str]) -> list[Checkpo
         kind = "adapter" if is_adapter_dir(p) else "model"
         infos.append(CheckpointInfo(path=str(p.resolve()), step=step, fraction=fraction, kind=kind))
     return infos
+
+
+_SHAPE_KEYS = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers")
+
+
+def _shape(path: str | Path) -> dict:
+    f = Path(path) / "config.json"
+    cfg = json.loads(f.read_text()) if f.is_file() else {}
+    return {k: cfg.get(k) for k in _SHAPE_KEYS}
+
+
+def check_compatible(model: str, checkpoints: Sequence[CheckpointInfo]) -> None:
+    """Refuse checkpoints of another model (a different architecture, size or vocabulary than ``model``)."""
+    if not (Path(model) / "config.json").is_file():
+        return  # a hub model: its config is not at hand without a download
+    want = _shape(model)
+    for info in checkpoints:
+        if info.kind == "adapter":
+            base = json.loads((Path(info.path) / "adapter_config.json").read_text()).get("base_model_name_or_path")
+            if base and (Path(base) / "config.json").is_file() and _shape(base) != want:
+                raise ModelError(
+                    f"adapter checkpoint {info.path} was trained on {base}, whose shape {_shape(base)} "
+                    f"differs from --model {model} {want}"
+                )
+            continue
+        got = _shape(info.path)
+        if got != want:
+            diff = {k: (got[k], want[k]) for k in _SHAPE_KEYS if got[k] != want[k]}
+            raise ModelError(f"checkpoint {info.path} is from another model than {model}: {diff} (checkpoint, model)")

@@ -6,80 +6,27 @@ import argparse
 import json
 import logging
 import sys
-from dataclasses import MISSING, fields
 
+from profiler.config_cli import add_dataclass_args, build_config, build_configs
 from profiler.errors import SftmixError
-
-
-def _load_config(path: str | None) -> dict:
-    if not path:
-        return {}
-    import yaml
-
-    with open(path, encoding="utf-8") as f:
-        cfg = yaml.safe_load(f) or {}
-    if not isinstance(cfg, dict):
-        raise SftmixError(f"{path}: expected a mapping of option names to values")
-    return {k.replace("-", "_"): v for k, v in cfg.items()}
-
-
-def _parse_fields(items: list[str] | dict | None) -> dict[str, str]:
-    if isinstance(items, dict):
-        return items
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise SftmixError(f"--field expects NAME=COLUMN, got {item!r}")
-        k, v = item.split("=", 1)
-        out[k] = v
-    return out
-
-
-def _add_score_args(p: argparse.ArgumentParser) -> None:
-    from profiler.score_run import ScoreConfig
-
-    help_of = {f.name: f.metadata.get("help", "") for f in fields(ScoreConfig)}
-    p.add_argument("--model", help=help_of["model"])
-    p.add_argument("--data", action="append", help=help_of["data"] + " (repeatable)")
-    p.add_argument("--out", help=help_of["out"])
-    p.add_argument("--checkpoint", dest="checkpoints", action="append", help=help_of["checkpoints"] + " (repeatable)")
-    p.add_argument("--format", help=help_of["format"])
-    p.add_argument("--field", dest="fields", action="append", help="field-name override NAME=COLUMN (repeatable)")
-    p.add_argument("--split", help=help_of["split"])
-    p.add_argument("--template", choices=["auto", "chat", "alpaca"], help=help_of["template"])
-    p.add_argument("--max-length", type=int, help=help_of["max_length"])
-    p.add_argument("--truncate", action="store_true", default=None, help=help_of["truncate"])
-    p.add_argument("--on-error", choices=["raise", "skip"], help=help_of["on_error"])
-    p.add_argument("--backend", choices=["torch"], help=help_of["backend"])
-    p.add_argument("--device", help=help_of["device"])
-    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], help=help_of["dtype"])
-    p.add_argument("--max-tokens", type=int, help=help_of["max_tokens"])
-    p.add_argument("--max-batch-size", type=int, help=help_of["max_batch_size"])
-    p.add_argument("--n-bins", type=int, help=help_of["n_bins"])
-    p.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="hide progress bars")
-    p.add_argument("--config", help="YAML file of options (flags override it)")
 
 
 def _score_config(args: argparse.Namespace):
     from profiler.score_run import ScoreConfig
 
-    values = _load_config(args.config)
-    for f in fields(ScoreConfig):
-        v = getattr(args, f.name, None)
-        if v is not None:
-            values[f.name] = v
-    values["fields"] = _parse_fields(values.get("fields"))
-    missing = [
-        f.name
-        for f in fields(ScoreConfig)
-        if f.default is MISSING and f.default_factory is MISSING and not values.get(f.name)
-    ]
-    if missing:
-        raise SftmixError("missing required option(s): " + ", ".join("--" + m.replace("_", "-") for m in missing))
-    try:
-        return ScoreConfig(**values)
-    except (TypeError, ValueError) as e:
-        raise SftmixError(str(e)) from e
+    return build_config(ScoreConfig, args)
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from profiler.finetune import FinetuneConfig
+    from profiler.profile_run import run_profile
+    from profiler.score_run import ScoreConfig
+
+    score_cfg, ft_cfg = build_configs([ScoreConfig, FinetuneConfig], args)
+    if score_cfg.checkpoints:
+        raise SftmixError("profile takes --checkpoints-from DIR; --checkpoint belongs to `sftmix score`")
+    out = run_profile(score_cfg, ft_cfg, checkpoints_from=args.checkpoints_from)
+    return _print_info(out)
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -105,6 +52,8 @@ def _print_info(path: str, as_json: bool = False) -> int:
     print("sources         " + ", ".join(f"{k}={v}" for k, v in s["sources"].items()))
     print(f"checkpoints     {s['checkpoints']}  scores: {s['scores']}")
     print("splits          " + (", ".join(f"{k}={v}" for k, v in s["splits"].items()) or "(none yet)"))
+    if s.get("stage_seconds"):
+        print("stage times     " + ", ".join(f"{k} {v:.1f}s" for k, v in s["stage_seconds"].items()))
     if c["median"] is not None:
         print(f"confidence      min {c['min']:.4g}  median {c['median']:.4g}  max {c['max']:.4g}")
     return 0
@@ -133,9 +82,19 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    from profiler.score_run import ScoreConfig
+
     p = sub.add_parser("score", help="score given checkpoints (or a model) on a dataset into a confidence table")
-    _add_score_args(p)
+    add_dataclass_args(p, ScoreConfig, {"checkpoints": "checkpoint", "data": "data", "fields": "field"})
     p.set_defaults(func=cmd_score)
+
+    from profiler.finetune import FinetuneConfig
+
+    p = sub.add_parser("profile", help="fine-tune the reference model, score each checkpoint, write the table")
+    add_dataclass_args(p, ScoreConfig, {"checkpoints": "checkpoint", "fields": "field"})
+    add_dataclass_args(p, FinetuneConfig, add_config=False)
+    p.add_argument("--checkpoints-from", help="score the checkpoints in this directory instead of fine-tuning")
+    p.set_defaults(func=cmd_profile)
 
     p = sub.add_parser("export", help="export a split with its confidence columns")
     p.add_argument("table")

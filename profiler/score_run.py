@@ -1,4 +1,8 @@
-"""`sftmix score`: data -> render -> score every checkpoint -> confidence -> table, resumable."""
+"""`sftmix score`: data -> render -> score every checkpoint -> confidence -> table, resumable.
+
+The pieces (:func:`prepare_data`, :func:`open_run`, :func:`score_checkpoints`, :func:`finish_confidence`)
+are shared with `sftmix profile`, which adds fine-tuning in front.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,9 @@ import gc
 import hashlib
 import json
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from profiler import __version__
 from profiler.checkpoints import discover_checkpoints
@@ -17,7 +23,7 @@ from profiler.errors import DataError
 from profiler.models import load_causal_lm, load_tokenizer, resolve_device, resolve_dtype
 from profiler.scoring.base import ScoreItem
 from profiler.scoring.torch_backend import TorchScorer
-from profiler.table.writer import TableWriter
+from profiler.table.writer import CheckpointInfo, TableWriter
 
 log = logging.getLogger(__name__)
 
@@ -27,27 +33,43 @@ class ScoreConfig:
     """Settings of a scoring run. Every field is recorded in the table's ``meta``."""
 
     model: str = field(metadata={"help": "reference model (directory or hub name); base model of adapter checkpoints"})
-    data: list[str] = field(metadata={"help": "data files/directories/hub names, optionally as NAME=PATH"})
+    data: list[str] = field(metadata={"help": "data file, datasets directory or hub name, optionally NAME=PATH"})
     out: str = field(metadata={"help": "the DuckDB confidence table to write (resumed when it exists)"})
     checkpoints: list[str] = field(
         default_factory=list,
         metadata={
-            "help": "checkpoint directories to score (a Trainer output dir means all its checkpoint-N); "
+            "help": "checkpoint directory to score (a Trainer output dir means all its checkpoint-N); "
             "none: score the model itself"
         },
     )
-    format: str = field(default="auto", metadata={"help": "auto, alpaca, prompt_completion, chat or sharegpt"})
-    fields: dict[str, str] = field(default_factory=dict, metadata={"help": "field-name overrides, e.g. output=answer"})
+    format: str = field(
+        default="auto",
+        metadata={"help": "record format", "choices": ["auto", "alpaca", "prompt_completion", "chat", "sharegpt"]},
+    )
+    fields: dict[str, str] = field(default_factory=dict, metadata={"help": "field-name override NAME=COLUMN"})
     split: str = field(default="train", metadata={"help": "split of a multi-split dataset"})
-    template: str = field(default="auto", metadata={"help": "auto (chat template if any), chat or alpaca"})
+    template: str = field(
+        default="auto", metadata={"help": "auto (chat template if any), chat or alpaca", "choices": list(TEMPLATES)}
+    )
     max_length: int = field(default=2048, metadata={"help": "longest example in tokens"})
     truncate: bool = field(default=False, metadata={"help": "truncate longer examples instead of rejecting them"})
-    on_error: str = field(default="raise", metadata={"help": "raise, or skip (bad rows kept with their reason)"})
-    backend: str = field(default="torch", metadata={"help": "scoring backend"})
+    on_error: str = field(
+        default="raise",
+        metadata={"help": "raise, or skip (bad rows kept with their reason)", "choices": ["raise", "skip"]},
+    )
+    backend: str = field(default="torch", metadata={"help": "scoring backend", "choices": ["torch"]})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:1, ..."})
-    dtype: str = field(default="auto", metadata={"help": "auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16"})
-    max_tokens: int = field(default=16384, metadata={"help": "padded tokens per scoring batch"})
-    max_batch_size: int | None = field(default=None, metadata={"help": "optional cap on rows per batch"})
+    dtype: str = field(
+        default="auto",
+        metadata={
+            "help": "auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16",
+            "choices": ["auto", "float32", "bfloat16", "float16"],
+        },
+    )
+    max_tokens: int | None = field(
+        default=None, metadata={"help": "padded tokens per scoring batch (default: 1024 on CPU, 16384 on GPU)"}
+    )
+    max_batch_size: int | None = field(default=None, metadata={"help": "cap on rows per scoring batch"})
     n_bins: int = field(default=10, metadata={"help": "quantile bins of confidence"})
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
 
@@ -60,8 +82,36 @@ class ScoreConfig:
             raise ValueError(f"on_error must be 'raise' or 'skip', got {self.on_error!r}")
         if self.backend != "torch":
             raise ValueError(f"unknown backend {self.backend!r}; available: torch")
-        if self.max_length < 2 or self.max_tokens < 1:
+        if self.max_length < 2 or (self.max_tokens is not None and self.max_tokens < 1):
             raise ValueError("max_length must be >= 2 and max_tokens >= 1")
+
+
+@dataclass
+class Prepared:
+    """Loaded and rendered data for one tokenizer."""
+
+    tokenizer: Any
+    renderer: Renderer
+    rows: list[LoadedRow]
+    rendered: dict[str, RenderedExample]
+
+    def settings(self, cfg: ScoreConfig) -> dict[str, Any]:
+        """What must not change between a run and its resumption."""
+        return {
+            "tokenizer": str(cfg.model),
+            "template": self.renderer.template,
+            "max_length": cfg.max_length,
+            "truncate": cfg.truncate,
+            "format": cfg.format,
+            "fields": cfg.fields,
+        }
+
+    def ok_items(self) -> list[ScoreItem]:
+        return [
+            ScoreItem(r.example_id, self.rendered[r.example_id].input_ids, self.rendered[r.example_id].response_mask)
+            for r in self.rows
+            if r.status == "ok"
+        ]
 
 
 def render_rows(rows: list[LoadedRow], renderer: Renderer, on_error: str) -> dict[str, RenderedExample]:
@@ -77,6 +127,14 @@ def render_rows(rows: list[LoadedRow], renderer: Renderer, on_error: str) -> dic
                 raise
             r.status, r.status_detail = e.code, e.describe()
     return rendered
+
+
+def prepare_data(cfg: ScoreConfig) -> Prepared:
+    """Load, normalize and render the data with the reference model's tokenizer."""
+    tokenizer = load_tokenizer(cfg.model)
+    renderer = Renderer(tokenizer, cfg.template, cfg.max_length, cfg.truncate)
+    rows = load_examples(cfg.data, fmt=cfg.format, fields=cfg.fields, on_error=cfg.on_error, split=cfg.split)
+    return Prepared(tokenizer, renderer, rows, render_rows(rows, renderer, cfg.on_error))
 
 
 def example_records(rows: list[LoadedRow], rendered: dict[str, RenderedExample]) -> list[dict]:
@@ -113,67 +171,108 @@ def fingerprint(rows: list[LoadedRow]) -> str:
     return h.hexdigest()[:16]
 
 
+def open_run(cfg: ScoreConfig, prepared: Prepared, extra_meta: dict[str, Any] | None = None) -> TableWriter:
+    """Open (or create) the table and record the examples and settings; refuses a table of another run."""
+    table = TableWriter(cfg.out)
+    try:
+        table.init_examples(
+            example_records(prepared.rows, prepared.rendered), fingerprint(prepared.rows), prepared.settings(cfg)
+        )
+        table.set_meta(
+            {
+                "sftmix_version": __version__,
+                "reference_model": str(cfg.model),
+                "template": prepared.renderer.template,
+                "score_config": asdict(cfg),
+                **(extra_meta or {}),
+            }
+        )
+    except Exception:
+        table.close()
+        raise
+    return table
+
+
+def _scorer(model, cfg: ScoreConfig, prepared: Prepared) -> TorchScorer:
+    return TorchScorer(
+        model,
+        max_tokens=cfg.max_tokens,
+        max_batch_size=cfg.max_batch_size,
+        pad_token_id=prepared.tokenizer.pad_token_id or 0,
+    )
+
+
+def score_checkpoints(
+    table: TableWriter,
+    cfg: ScoreConfig,
+    prepared: Prepared,
+    checkpoints: Sequence[CheckpointInfo],
+    *,
+    on_scored: Callable[[CheckpointInfo], None] | None = None,
+    stop_after_batches: int | None = None,
+) -> list[int]:
+    """Score every usable example at each checkpoint, skipping pairs already in the table.
+
+    Adapter checkpoints are applied in turn to one loaded base model instead of reloading it.
+
+    Args:
+        on_scored: called with each checkpoint once all its scores are written (e.g. to delete its weights).
+        stop_after_batches: testing hook; raise after this many written batches to simulate a crash.
+
+    Returns:
+        The checkpoint ids, in order.
+    """
+    device = resolve_device(cfg.device)
+    dtype = resolve_dtype(cfg.dtype, device)
+    ckpt_ids = table.register_checkpoints(checkpoints)
+    items = prepared.ok_items()
+    base = None
+    written = 0
+    for info, cid in zip(checkpoints, ckpt_ids):
+        done = table.scored_ids(cid)
+        todo = [it for it in items if it.example_id not in done]
+        if todo:
+            if info.kind == "adapter":
+                from peft import PeftModel
+
+                base = base or load_causal_lm(cfg.model, device=device, dtype=dtype)
+                model = PeftModel.from_pretrained(base, info.path).eval()
+            else:
+                model = load_causal_lm(info.path, device=device, dtype=dtype, base=cfg.model)
+            desc = f"scoring checkpoint {cid + 1}/{len(ckpt_ids)}"
+            try:
+                for batch_scores in _scorer(model, cfg, prepared).score(todo, progress=cfg.progress, desc=desc):
+                    table.write_scores(cid, batch_scores)
+                    written += 1
+                    if stop_after_batches is not None and written >= stop_after_batches:
+                        raise RuntimeError("stopped by stop_after_batches (test hook)")
+            finally:
+                if info.kind == "adapter":
+                    base = model.unload()  # removes the LoRA layers, leaving the base model as loaded
+                del model
+                gc.collect()
+        else:
+            log.info("checkpoint %s: all %d examples already scored", info.path, len(items))
+        if on_scored is not None:
+            on_scored(info)
+    return ckpt_ids
+
+
+def finish_confidence(table: TableWriter, ckpt_ids: Sequence[int], n_bins: int) -> None:
+    table.write_confidence(compute_confidence(table.scores_frame(), ckpt_ids, n_bins))
+
+
 def run_score(cfg: ScoreConfig, *, stop_after_batches: int | None = None) -> str:
     """Score every usable example at every checkpoint and write the confidence table.
 
     Re-running with the same ``out`` resumes: (example, checkpoint) pairs already scored are skipped.
 
-    Args:
-        cfg: the run settings.
-        stop_after_batches: testing hook; raise after this many written batches to simulate a crash.
-
     Returns:
         The table path.
     """
-    tokenizer = load_tokenizer(cfg.model)
-    renderer = Renderer(tokenizer, cfg.template, cfg.max_length, cfg.truncate)
-    rows = load_examples(cfg.data, fmt=cfg.format, fields=cfg.fields, on_error=cfg.on_error, split=cfg.split)
-    rendered = render_rows(rows, renderer, cfg.on_error)
+    prepared = prepare_data(cfg)
     checkpoints = discover_checkpoints(cfg.model, cfg.checkpoints)
-    device = resolve_device(cfg.device)
-    dtype = resolve_dtype(cfg.dtype, device)
-    settings = {
-        "tokenizer": str(cfg.model),
-        "template": renderer.template,
-        "max_length": cfg.max_length,
-        "truncate": cfg.truncate,
-        "format": cfg.format,
-        "fields": cfg.fields,
-    }
-
-    with TableWriter(cfg.out) as table:
-        table.init_examples(example_records(rows, rendered), fingerprint(rows), settings)
-        table.set_meta(
-            {
-                "sftmix_version": __version__,
-                "reference_model": str(cfg.model),
-                "template": renderer.template,
-                "score_config": asdict(cfg),
-            }
-        )
-        ckpt_ids = table.register_checkpoints(checkpoints)
-        ok_ids = table.ok_example_ids()
-        written = 0
-        for info, cid in zip(checkpoints, ckpt_ids):
-            done = table.scored_ids(cid)
-            todo = [ScoreItem(i, rendered[i].input_ids, rendered[i].response_mask) for i in ok_ids if i not in done]
-            if not todo:
-                log.info("checkpoint %s: all %d examples already scored", info.path, len(ok_ids))
-                continue
-            model = load_causal_lm(info.path, device=device, dtype=dtype, base=cfg.model)
-            scorer = TorchScorer(
-                model,
-                max_tokens=cfg.max_tokens,
-                max_batch_size=cfg.max_batch_size,
-                pad_token_id=tokenizer.pad_token_id or 0,
-            )
-            desc = f"checkpoint {cid + 1}/{len(ckpt_ids)}"
-            for batch_scores in scorer.score(todo, progress=cfg.progress, desc=desc):
-                table.write_scores(cid, batch_scores)
-                written += 1
-                if stop_after_batches is not None and written >= stop_after_batches:
-                    raise RuntimeError("stopped by stop_after_batches (test hook)")
-            del model, scorer
-            gc.collect()
-        table.write_confidence(compute_confidence(table.scores_frame(), ckpt_ids, cfg.n_bins))
+    with open_run(cfg, prepared) as table:
+        ids = score_checkpoints(table, cfg, prepared, checkpoints, stop_after_batches=stop_after_batches)
+        finish_confidence(table, ids, cfg.n_bins)
     return cfg.out

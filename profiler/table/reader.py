@@ -77,6 +77,7 @@ class ConfidenceTable:
             "sources": dict(q("SELECT source, count(*) FROM examples GROUP BY 1 ORDER BY 1").fetchall()),
             "checkpoints": q("SELECT count(*) FROM checkpoints").fetchone()[0],
             "scores": q("SELECT count(*) FROM scores").fetchone()[0],
+            "stage_seconds": self.meta.get("stage_seconds"),
             "splits": dict(q("SELECT split, count(*) FROM confidence GROUP BY 1 ORDER BY 1").fetchall()),
         }
         lo, med, hi = q("SELECT min(confidence), median(confidence), max(confidence) FROM confidence").fetchone()

@@ -1,0 +1,257 @@
+"""Reference fine-tuning with Hugging Face Trainer: response-only loss, C evenly spaced checkpoints, resumable.
+
+The training data is rendered exactly as for scoring, so the checkpoints are scored on what they were
+trained on. Checkpoints land in ``checkpoint-<step>`` directories; only the newest keeps its optimizer state
+(enough to resume), which keeps full fine-tuning of a 2B model from needing C optimizer copies on disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from profiler.errors import ModelError, SftmixError
+from profiler.models import resolve_device
+from profiler.scoring.base import ScoreItem
+
+log = logging.getLogger(__name__)
+
+RESUME_FILES = ("optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state.pth")
+
+
+@dataclass
+class FinetuneConfig:
+    """Hyper-parameters of the reference run; defaults suit a small, weak reference model."""
+
+    n_checkpoints: int = field(default=5, metadata={"help": "checkpoints C, evenly spaced, the last at the end"})
+    epochs: float = field(default=1.0, metadata={"help": "training epochs of the reference model"})
+    lora: bool = field(default=False, metadata={"help": "train a LoRA adapter instead of all weights"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
+    learning_rate: float | None = field(
+        default=None, metadata={"help": "peak learning rate (default: 1e-5 full, 2e-4 LoRA)"}
+    )
+    batch_size: int = field(default=8, metadata={"help": "examples per device per step"})
+    grad_accum: int = field(default=1, metadata={"help": "gradient accumulation steps"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    warmup_ratio: float = field(default=0.03, metadata={"help": "fraction of steps of linear warm-up"})
+    lr_scheduler: str = field(default="cosine", metadata={"help": "learning-rate schedule (Trainer's names)"})
+    seed: int = field(default=42, metadata={"help": "seed of initialization, data order and dropout"})
+    gradient_checkpointing: bool | None = field(
+        default=None, metadata={"help": "recompute activations (default: on for GPU)"}
+    )
+    checkpoint_dir: str | None = field(
+        default=None, metadata={"help": "where checkpoints go (default: next to the table)"}
+    )
+    keep_checkpoints: str = field(
+        default="all",
+        metadata={
+            "help": "after scoring keep all checkpoint weights, the last, or none",
+            "choices": ["all", "last", "none"],
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if self.n_checkpoints < 1:
+            raise ValueError(f"n_checkpoints must be >= 1, got {self.n_checkpoints}")
+        if self.epochs <= 0 or self.batch_size < 1 or self.grad_accum < 1:
+            raise ValueError("epochs must be > 0, batch_size and grad_accum >= 1")
+        if self.keep_checkpoints not in ("all", "last", "none"):
+            raise ValueError(f"keep_checkpoints must be all, last or none, got {self.keep_checkpoints!r}")
+
+    @property
+    def lr(self) -> float:
+        return self.learning_rate if self.learning_rate is not None else (2e-4 if self.lora else 1e-5)
+
+
+class _Examples(torch.utils.data.Dataset):
+    def __init__(self, items: Sequence[ScoreItem]):
+        self.items = list(items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, list[int]]:
+        it = self.items[i]
+        labels = [t if m and j > 0 else -100 for j, (t, m) in enumerate(zip(it.input_ids, it.response_mask))]
+        return {"input_ids": list(it.input_ids), "labels": labels}
+
+
+def collate(pad_token_id: int):
+    """Right-pad ``input_ids`` (``pad_token_id``) and ``labels`` (-100) and build the attention mask."""
+
+    def fn(rows: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+        n = max(len(r["input_ids"]) for r in rows)
+        ids = torch.full((len(rows), n), pad_token_id, dtype=torch.long)
+        labels = torch.full((len(rows), n), -100, dtype=torch.long)
+        attn = torch.zeros((len(rows), n), dtype=torch.long)
+        for i, r in enumerate(rows):
+            k = len(r["input_ids"])
+            ids[i, :k], labels[i, :k], attn[i, :k] = torch.tensor(r["input_ids"]), torch.tensor(r["labels"]), 1
+        return {"input_ids": ids, "attention_mask": attn, "labels": labels}
+
+    return fn
+
+
+def checkpoint_steps(max_steps: int, n_checkpoints: int) -> list[int]:
+    """C optimizer steps evenly spaced over the run, the last one at its end."""
+    if max_steps < n_checkpoints:
+        raise SftmixError(
+            f"the run has only {max_steps} optimizer steps, fewer than the {n_checkpoints} checkpoints asked for; "
+            "lower --n-checkpoints or --batch-size, or use more data"
+        )
+    return [math.ceil(max_steps * k / n_checkpoints) for k in range(1, n_checkpoints + 1)]
+
+
+def saved_checkpoints(ckpt_dir: str | Path) -> list[Path]:
+    """``checkpoint-<step>`` directories in step order."""
+    d = Path(ckpt_dir)
+    dirs = [p for p in d.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()] if d.is_dir() else []
+    return sorted(dirs, key=lambda p: int(p.name.split("-")[-1]))
+
+
+def _callbacks(n_checkpoints: int, fail_after_checkpoints: int | None):
+    from transformers import TrainerCallback
+
+    class EvenCheckpoints(TrainerCallback):
+        """Saves at C evenly spaced steps; leaves resume state only in the newest checkpoint."""
+
+        def on_train_begin(self, args, state, control, **kw):
+            self.steps = set(checkpoint_steps(state.max_steps, n_checkpoints))
+            self.saved = len(saved_checkpoints(args.output_dir))
+
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step in self.steps:
+                control.should_save = True
+
+        def on_save(self, args, state, control, **kw):
+            for old in saved_checkpoints(args.output_dir)[:-1]:
+                for name in RESUME_FILES:
+                    (old / name).unlink(missing_ok=True)
+            self.saved += 1
+            if fail_after_checkpoints is not None and self.saved >= fail_after_checkpoints:
+                raise RuntimeError(f"stopped after checkpoint {self.saved} (test hook)")
+
+    return [EvenCheckpoints()]
+
+
+def _renamed_args(cls, grad_ckpt: bool, warmup_ratio: float) -> dict:
+    """Arguments that transformers 5 renamed, spelled for the installed version."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    out = {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": grad_ckpt}
+    # Length-grouped batches: little padding, and the order stays seeded.
+    if "train_sampling_strategy" in names:
+        out["train_sampling_strategy"] = "group_by_length"
+    else:
+        out["group_by_length"] = True
+    if "warmup_ratio" in names and "warmup_steps" in names and cls.__dataclass_fields__["warmup_steps"].type == "int":
+        out["warmup_ratio"] = warmup_ratio
+    else:
+        out["warmup_steps"] = warmup_ratio  # a float below 1 is a ratio of the total steps
+    return out
+
+
+def estimate_disk_bytes(model, cfg: FinetuneConfig) -> int:
+    """Checkpoint weights times C, plus one optimizer state (two fp32 moments per trainable parameter)."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    weights = trainable * next(model.parameters()).element_size()
+    return weights * cfg.n_checkpoints + trainable * 8
+
+
+def finetune(
+    model_path: str,
+    items: Sequence[ScoreItem],
+    cfg: FinetuneConfig,
+    ckpt_dir: str | Path,
+    *,
+    pad_token_id: int,
+    device: str = "auto",
+    progress: bool = True,
+    fail_after_checkpoints: int | None = None,
+) -> list[Path]:
+    """Fine-tune the reference model on ``items`` and return its C checkpoint directories.
+
+    Resumes from the newest checkpoint in ``ckpt_dir``; returns at once when all C are there.
+
+    Args:
+        fail_after_checkpoints: testing hook; raise right after saving that many checkpoints (a crash).
+    """
+    from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
+
+    ckpt_dir = Path(ckpt_dir)
+    done = saved_checkpoints(ckpt_dir)
+    if len(done) >= cfg.n_checkpoints and (ckpt_dir / "training_complete").is_file():
+        return done[-cfg.n_checkpoints :]
+    dev = resolve_device(device)
+    on_gpu = dev.type == "cuda"
+    bf16 = on_gpu and torch.cuda.is_bf16_supported()
+    torch.manual_seed(cfg.seed)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    except Exception as e:
+        raise ModelError(f"cannot load the reference model {model_path}: {e}") from e
+    if cfg.lora:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=cfg.lora_r,
+                lora_alpha=cfg.lora_alpha,
+                lora_dropout=0.0,
+                target_modules="all-linear",
+                task_type="CAUSAL_LM",
+            ),
+        )
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    need, free = estimate_disk_bytes(model, cfg), shutil.disk_usage(ckpt_dir).free
+    if need > free:
+        raise SftmixError(
+            f"not enough disk for the checkpoints at {ckpt_dir}: about {need / 2**30:.1f} GiB needed, "
+            f"{free / 2**30:.1f} GiB free; use --lora, --keep-checkpoints, or --checkpoint-dir"
+        )
+    grad_ckpt = on_gpu if cfg.gradient_checkpointing is None else cfg.gradient_checkpointing
+    args = TrainingArguments(
+        output_dir=str(ckpt_dir),
+        num_train_epochs=cfg.epochs,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        lr_scheduler_type=cfg.lr_scheduler,
+        max_grad_norm=1.0,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        bf16=bf16,
+        use_cpu=dev.type == "cpu",
+        save_strategy="no",
+        logging_steps=10,
+        report_to="none",
+        disable_tqdm=not progress,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        **_renamed_args(TrainingArguments, grad_ckpt, cfg.warmup_ratio),
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=_Examples(items),
+        data_collator=collate(pad_token_id),
+        callbacks=_callbacks(cfg.n_checkpoints, fail_after_checkpoints),
+    )
+    trainer.train(resume_from_checkpoint=str(done[-1]) if done else None)
+    (ckpt_dir / "training_complete").write_text("ok\n")
+    out = saved_checkpoints(ckpt_dir)
+    if len(out) < cfg.n_checkpoints:
+        raise SftmixError(f"training ended with {len(out)} checkpoints in {ckpt_dir}, expected {cfg.n_checkpoints}")
+    for old in out:  # nothing is left to resume
+        for name in RESUME_FILES:
+            (old / name).unlink(missing_ok=True)
+    return out[-cfg.n_checkpoints :]

@@ -1,0 +1,174 @@
+"""`sftmix profile`: fine-tuning, checkpoints, resume after a crash, LoRA, and real training dynamics."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import polars as pl
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from profiler import open_table
+from profiler.cli import main
+from profiler.errors import ModelError, SftmixError
+from profiler.finetune import FinetuneConfig, checkpoint_steps
+from profiler.profile_run import run_profile
+from profiler.score_run import ScoreConfig
+from tests.conftest import build_tiny_model, write_jsonl
+
+WORDS = ["permit", "building", "weeks", "hello", "machine", "blue", "sky", "one", "two", "three", "science"]
+
+
+def dataset(tmp_path: Path, n: int = 16, repeat: int = 0, seed: int = 0) -> Path:
+    rng = random.Random(seed)
+    rows = [
+        {"instruction": " ".join(rng.choices(WORDS, k=4)), "output": " ".join(rng.choices(WORDS, k=8))}
+        for _ in range(n)
+    ]
+    rows += [{"instruction": "Recite the motto.", "output": "sky blue machine three permit hello"}] * repeat
+    rng.shuffle(rows)
+    return write_jsonl(tmp_path / "train.jsonl", rows)
+
+
+def configs(model, data, out, **ft):
+    score = ScoreConfig(model=str(model), data=[str(data)], out=str(out), progress=False)
+    ft = {"n_checkpoints": 3, "batch_size": 2, "learning_rate": 1e-3, "warmup_ratio": 0.0, **ft}
+    return score, FinetuneConfig(**ft)
+
+
+def table_state(path):
+    with open_table(path) as t:
+        return (
+            t.scores.select("example_id", "checkpoint_id", "nll_sum").sort("example_id", "checkpoint_id").rows(),
+            t.confidence.select("example_id", "split", "rank").rows(),
+            t.checkpoints.select("step", "fraction").rows(),
+        )
+
+
+def test_checkpoint_steps_are_even():
+    assert checkpoint_steps(8, 3) == [3, 6, 8]
+    assert checkpoint_steps(10, 5) == [2, 4, 6, 8, 10]
+    with pytest.raises(SftmixError, match="only 2 optimizer steps"):
+        checkpoint_steps(2, 3)
+
+
+def test_full_profile(tiny_llama, tmp_path):
+    data = dataset(tmp_path)
+    out = run_profile(*configs(tiny_llama, data, tmp_path / "run.duckdb"))
+    ckpts = sorted((tmp_path / "run_checkpoints").glob("checkpoint-*"))
+    assert [p.name for p in ckpts] == ["checkpoint-3", "checkpoint-6", "checkpoint-8"]
+    assert not list((tmp_path / "run_checkpoints").glob("*/optimizer.pt"))  # resume state removed when done
+    with open_table(out) as t:
+        assert t.checkpoints["step"].to_list() == [3, 6, 8]
+        assert t.checkpoints["fraction"].to_list() == pytest.approx([3 / 8, 6 / 8, 1.0])
+        assert t.scores.height == 3 * 16
+        assert dict(t.confidence.group_by("split").len().iter_rows()) == {"confident": 8, "unconfident": 8}
+        assert t.meta["stages"] == {"data": "done", "finetune": "done", "score": "done", "confidence": "done"}
+        assert t.meta["finetune_config"]["n_checkpoints"] == 3
+    base = load_file(str(Path(tiny_llama) / "model.safetensors"))
+    last = load_file(str(ckpts[-1] / "model.safetensors"))
+    changed = [k for k in base if not torch.equal(base[k], last[k])]
+    assert len(changed) > len(base) // 2  # the reference model really trained
+
+
+def test_crash_after_second_checkpoint_resumes_to_the_same_table(tiny_llama, tmp_path, monkeypatch):
+    data = dataset(tmp_path)
+    ref = run_profile(*configs(tiny_llama, data, tmp_path / "ref.duckdb"))
+    crashed = tmp_path / "crash.duckdb"
+    with pytest.raises(RuntimeError, match="after checkpoint 2"):
+        run_profile(*configs(tiny_llama, data, crashed), fail_after_checkpoints=2)
+    saved = sorted(p.name for p in (tmp_path / "crash_checkpoints").glob("checkpoint-*"))
+    assert saved == ["checkpoint-3", "checkpoint-6"]
+    # Finished work is not redone: training resumes after step 6.
+    import transformers
+
+    seen = {}
+    original = transformers.Trainer.train
+
+    def spy(self, *a, **k):
+        seen["resume"] = k.get("resume_from_checkpoint")
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(transformers.Trainer, "train", spy)
+    run_profile(*configs(tiny_llama, data, crashed))
+    assert seen["resume"].endswith("checkpoint-6")
+    a, b = table_state(crashed), table_state(ref)
+    assert a[1:] == b[1:]
+    for (ida, ca, na), (idb, cb, nb) in zip(a[0], b[0]):
+        assert (ida, ca) == (idb, cb) and na == pytest.approx(nb, rel=1e-5, abs=1e-5)
+    # A finished run re-run does nothing but check.
+    monkeypatch.setattr(transformers.Trainer, "train", lambda *a, **k: pytest.fail("no training on a finished run"))
+    run_profile(*configs(tiny_llama, data, crashed))
+
+
+def test_lora_profile_scores_adapters(tiny_llama, tmp_path):
+    data = dataset(tmp_path)
+    out = run_profile(
+        *configs(tiny_llama, data, tmp_path / "lora.duckdb", lora=True, lora_r=4, keep_checkpoints="last")
+    )
+    dirs = sorted((tmp_path / "lora_checkpoints").glob("checkpoint-*"))
+    assert [d.name for d in dirs] == ["checkpoint-8"]  # the others were deleted once scored
+    assert (dirs[0] / "adapter_config.json").is_file() and not (dirs[0] / "model.safetensors").exists()
+    with open_table(out) as t:
+        assert t.checkpoints["kind"].to_list() == ["adapter"] * 3
+        assert t.scores.height == 3 * 16
+        per_ckpt = t.scores.group_by("checkpoint_id").agg(pl.col("mean_nll").mean()).sort("checkpoint_id")
+        assert per_ckpt["mean_nll"][0] != per_ckpt["mean_nll"][2]  # the adapters differ
+
+
+def test_confidence_of_a_repeated_example_rises(tiny_llama, tmp_path):
+    data = dataset(tmp_path, n=16, repeat=8, seed=1)
+    out = run_profile(*configs(tiny_llama, data, tmp_path / "dyn.duckdb", n_checkpoints=3, batch_size=4))
+    with open_table(out) as t:
+        motto = t.examples.filter(t.examples["prompt"] == "Recite the motto.")["example_id"].to_list()
+        ppl = (
+            t.scores.filter(t.scores["example_id"].is_in(motto))
+            .group_by("checkpoint_id")
+            .agg(pl.col("perplexity").mean())
+            .sort("checkpoint_id")["perplexity"]
+            .to_list()
+        )
+        assert ppl[0] > ppl[1] > ppl[2]
+        conf = t.confidence.filter(t.confidence["example_id"].is_in(motto))
+        assert set(conf["split"]) == {"confident"}
+
+
+def test_checkpoints_from_and_foreign_checkpoints(tiny_llama, chat_tokenizer_dir, tmp_path, capsys):
+    data = dataset(tmp_path)
+    run_profile(*configs(tiny_llama, data, tmp_path / "a.duckdb"))
+    rc = main(
+        [
+            "profile",
+            "--model",
+            str(tiny_llama),
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "b.duckdb"),
+            "--checkpoints-from",
+            str(tmp_path / "a_checkpoints"),
+            "--no-progress",
+        ]
+    )
+    assert rc == 0
+    assert table_state(tmp_path / "b.duckdb") == table_state(tmp_path / "a.duckdb")
+    other = build_tiny_model("qwen2", chat_tokenizer_dir, tmp_path / "other" / "checkpoint-1")
+    with pytest.raises(ModelError, match="from another model.*model_type"):
+        run_profile(*configs(tiny_llama, data, tmp_path / "c.duckdb"), checkpoints_from=str(other.parent))
+    cfg = json.loads((Path(tiny_llama) / "config.json").read_text())
+    assert cfg["model_type"] == "llama"
+
+
+def test_not_enough_disk(tiny_llama, tmp_path, monkeypatch):
+    import shutil
+
+    from profiler import finetune as ft
+
+    monkeypatch.setattr(ft.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10, 10, 10))
+    with pytest.raises(SftmixError, match="not enough disk"):
+        run_profile(*configs(tiny_llama, dataset(tmp_path), tmp_path / "d.duckdb"))
+    with open_table(tmp_path / "d.duckdb") as t:
+        assert t.checkpoints.height == 0 and t.scores.height == 0
