@@ -1,5 +1,8 @@
 """sftmix trainer plugin: Mixup-regularized SFT of a target model from a confidence table.
 
-Not built yet: the loss, paired sampler and Trainer integration are tracked as their own work item.
-It will read profiles only through :func:`profiler.open_table`.
+Reads profiles only through :func:`profiler.open_table` and renders data with :mod:`profiler.data`.
 """
+
+from trainer_plugin.loss import SFTMixOutput, sftmix_loss
+
+__all__ = ["SFTMixOutput", "sftmix_loss"]

@@ -1,0 +1,139 @@
+"""The SFTMix loss: next-token loss plus a Mixup regularizer on final hidden states of confident/unconfident pairs.
+
+``loss = NTP + mu * Mixup``. One backbone forward serves both terms. The LM head runs on hidden states in
+chunks whose logits are recomputed in backward (activation checkpointing), so no ``[tokens x vocab]`` tensor
+of the whole batch is ever held: memory for the head stays at ``chunk_tokens x vocab``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from profiler.models import causal_lm_parts
+
+IGNORE = -100
+
+
+@dataclass
+class SFTMixOutput:
+    """``loss = ntp_loss + mu * mixup_loss``; the counts are the tokens each term averaged over."""
+
+    loss: torch.Tensor
+    ntp_loss: torch.Tensor
+    mixup_loss: torch.Tensor
+    n_ntp_tokens: int
+    n_mixup_tokens: int
+
+
+def _ce_sum(head: Callable, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    logits = head(hidden).float()
+    return F.cross_entropy(logits, targets, reduction="sum")
+
+
+def _mix_ce_sum(
+    head: Callable, hidden: torch.Tensor, y_c: torch.Tensor, y_u: torch.Tensor, lam: torch.Tensor
+) -> torch.Tensor:
+    logp = torch.log_softmax(head(hidden).float(), dim=-1)
+    nll_c = -logp.gather(1, y_c[:, None]).squeeze(1)
+    nll_u = -logp.gather(1, y_u[:, None]).squeeze(1)
+    return (lam * nll_c + (1 - lam) * nll_u).sum()
+
+
+def chunked_sum(fn: Callable, *tensors: torch.Tensor, chunk_tokens: int) -> torch.Tensor:
+    """``sum(fn(chunk) for chunk)`` over rows, recomputing each chunk's logits in backward when grads are on."""
+    total = tensors[0].new_zeros((), dtype=torch.float32)
+    n = tensors[0].shape[0]
+    for s in range(0, n, chunk_tokens):
+        parts = [t[s : s + chunk_tokens] for t in tensors]
+        if torch.is_grad_enabled() and tensors[0].requires_grad:
+            total = total + checkpoint(fn, *parts, use_reentrant=False)
+        else:
+            total = total + fn(*parts)
+    return total
+
+
+def _pad_to(t: torch.Tensor, length: int, value: int) -> torch.Tensor:
+    return F.pad(t, (0, length - t.shape[1]), value=value) if t.shape[1] < length else t
+
+
+def _stack(batch_c: dict, batch_u: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    n = max(batch_c["input_ids"].shape[1], batch_u["input_ids"].shape[1])
+
+    def get(key: str, pad: int) -> torch.Tensor:
+        return torch.cat([_pad_to(batch_c[key], n, pad), _pad_to(batch_u[key], n, pad)])
+
+    ids = get("input_ids", 0)
+    attn = get("attention_mask", 0) if "attention_mask" in batch_c else torch.ones_like(ids)
+    return ids, attn, get("labels", IGNORE)
+
+
+def sftmix_loss(
+    model: torch.nn.Module,
+    batch_c: dict[str, torch.Tensor],
+    batch_u: dict[str, torch.Tensor],
+    *,
+    lam: float | torch.Tensor,
+    mu: float = 0.2,
+    chunk_tokens: int = 1024,
+    ntp_denominator: float | None = None,
+    mixup_denominator: float | None = None,
+) -> SFTMixOutput:
+    """The SFTMix loss of one batch of pairs (row i of ``batch_c`` with row i of ``batch_u``).
+
+    Args:
+        model: a Hugging Face causal LM (plain, tied, softcapped, or peft-wrapped).
+        batch_c: confident examples: ``input_ids``, ``attention_mask``, ``labels`` (unshifted, -100 outside
+            the response).
+        batch_u: unconfident examples, same form and the same number of rows.
+        lam: the Mixup coefficient, a float or one value per pair.
+        mu: weight of the Mixup term.
+        chunk_tokens: hidden states per LM-head chunk.
+        ntp_denominator: divide the NTP sum by this instead of this batch's token count (gradient
+            accumulation: the tokens of the whole accumulated batch).
+        mixup_denominator: the same for the Mixup term.
+    """
+    if batch_c["input_ids"].shape[0] != batch_u["input_ids"].shape[0]:
+        raise ValueError("batch_c and batch_u must hold the same number of rows (one pair per row)")
+    backbone, head = causal_lm_parts(model)
+    ids, attn, labels = _stack(batch_c, batch_u)
+    hidden = backbone(input_ids=ids, attention_mask=attn, use_cache=False).last_hidden_state
+    # Hidden state t predicts token t+1.
+    h, targets = hidden[:, :-1], labels[:, 1:]
+    mask = targets != IGNORE
+    n_ntp = int(mask.sum())
+    ntp_sum = chunked_sum(lambda x, y: _ce_sum(head, x, y), h[mask], targets[mask], chunk_tokens=chunk_tokens)
+    ntp = ntp_sum / (ntp_denominator or max(n_ntp, 1))
+
+    pairs = batch_c["input_ids"].shape[0]
+    lam_t = torch.as_tensor(lam, dtype=torch.float32, device=hidden.device).expand(pairs)
+    z, y_c, y_u, lam_tok = [], [], [], []
+    for i in range(pairs):
+        pos_c = mask[i].nonzero().squeeze(1)
+        pos_u = mask[pairs + i].nonzero().squeeze(1)
+        n = min(len(pos_c), len(pos_u))
+        if n == 0:
+            continue
+        pos_c, pos_u = pos_c[:n], pos_u[:n]
+        z.append(lam_t[i] * h[i, pos_c] + (1 - lam_t[i]) * h[pairs + i, pos_u])
+        y_c.append(targets[i, pos_c])
+        y_u.append(targets[pairs + i, pos_u])
+        lam_tok.append(lam_t[i].expand(n))
+    n_mix = sum(len(y) for y in y_c)
+    if n_mix:
+        mix_sum = chunked_sum(
+            lambda x, a, b, w: _mix_ce_sum(head, x, a, b, w),
+            torch.cat(z),
+            torch.cat(y_c),
+            torch.cat(y_u),
+            torch.cat(lam_tok),
+            chunk_tokens=chunk_tokens,
+        )
+        mixup = mix_sum / (mixup_denominator or n_mix)
+    else:
+        mixup = hidden.new_zeros((), dtype=torch.float32)
+    return SFTMixOutput(ntp + mu * mixup, ntp, mixup, n_ntp, n_mix)
