@@ -29,6 +29,15 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return _print_info(out)
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from trainer_plugin.config import TrainConfig
+    from trainer_plugin.train import run_train
+
+    out = run_train(build_config(TrainConfig, args))
+    print(f"trained model saved to {out}")
+    return 0
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     from profiler.score_run import run_score
 
@@ -95,6 +104,12 @@ def make_parser() -> argparse.ArgumentParser:
     add_dataclass_args(p, FinetuneConfig, add_config=False)
     p.add_argument("--checkpoints-from", help="score the checkpoints in this directory instead of fine-tuning")
     p.set_defaults(func=cmd_profile)
+
+    from trainer_plugin.config import TrainConfig
+
+    p = sub.add_parser("train", help="train a target model with SFTMix from a profile")
+    add_dataclass_args(p, TrainConfig)
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("export", help="export a split with its confidence columns")
     p.add_argument("table")

@@ -57,6 +57,21 @@ def chunked_sum(fn: Callable, *tensors: torch.Tensor, chunk_tokens: int) -> torc
     return total
 
 
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside a DistributedDataParallel (or similar) wrapper."""
+    return model.module if hasattr(model, "module") and not hasattr(model, "get_output_embeddings") else model
+
+
+def final_hidden_states(model: torch.nn.Module, ids: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+    """The LM head's input at every position, from the model's own forward.
+
+    The call goes through the top-level (possibly DDP-wrapped) forward, so data-parallel wrappers see it;
+    ``logits_to_keep=1`` keeps that forward from computing logits for the whole batch.
+    """
+    out = model(input_ids=ids, attention_mask=attn, output_hidden_states=True, logits_to_keep=1, use_cache=False)
+    return out.hidden_states[-1]
+
+
 def _pad_to(t: torch.Tensor, length: int, value: int) -> torch.Tensor:
     return F.pad(t, (0, length - t.shape[1]), value=value) if t.shape[1] < length else t
 
@@ -91,7 +106,7 @@ def sftmix_loss(
             the response).
         batch_u: unconfident examples, same form and the same number of rows.
         lam: the Mixup coefficient, a float or one value per pair.
-        mu: weight of the Mixup term.
+        mu: weight of the Mixup term (0 skips computing it: the plain NTP baseline).
         chunk_tokens: hidden states per LM-head chunk.
         ntp_denominator: divide the NTP sum by this instead of this batch's token count (gradient
             accumulation: the tokens of the whole accumulated batch).
@@ -99,9 +114,9 @@ def sftmix_loss(
     """
     if batch_c["input_ids"].shape[0] != batch_u["input_ids"].shape[0]:
         raise ValueError("batch_c and batch_u must hold the same number of rows (one pair per row)")
-    backbone, head = causal_lm_parts(model)
+    _, head = causal_lm_parts(_unwrap(model))
     ids, attn, labels = _stack(batch_c, batch_u)
-    hidden = backbone(input_ids=ids, attention_mask=attn, use_cache=False).last_hidden_state
+    hidden = final_hidden_states(model, ids, attn)
     # Hidden state t predicts token t+1.
     h, targets = hidden[:, :-1], labels[:, 1:]
     mask = targets != IGNORE
@@ -124,7 +139,7 @@ def sftmix_loss(
         y_u.append(targets[pairs + i, pos_u])
         lam_tok.append(lam_t[i].expand(n))
     n_mix = sum(len(y) for y in y_c)
-    if n_mix:
+    if n_mix and mu != 0:
         mix_sum = chunked_sum(
             lambda x, a, b, w: _mix_ce_sum(head, x, a, b, w),
             torch.cat(z),

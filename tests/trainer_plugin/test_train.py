@@ -1,0 +1,166 @@
+"""SFTMixTrainer and `sftmix train`: training works, normalization is right, bad input stops before training."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from profiler.cli import main
+from profiler.errors import ModelError
+from profiler.score_run import ScoreConfig, run_score
+from tests.conftest import write_jsonl
+from trainer_plugin import TrainConfig
+from trainer_plugin.data import ProfileMismatch
+from trainer_plugin.train import build_trainer
+
+WORDS = ["permit", "building", "weeks", "hello", "machine", "blue", "sky", "one", "two", "three", "science"]
+
+
+@pytest.fixture(scope="module")
+def profile(tiny_llama, tmp_path_factory):
+    d = tmp_path_factory.mktemp("train_profile")
+    rng = random.Random(0)
+    rows = [
+        {
+            "instruction": " ".join(rng.choices(WORDS, k=rng.randint(2, 6))),
+            "output": " ".join(rng.choices(WORDS, k=rng.randint(3, 12))),
+        }
+        for _ in range(16)
+    ]
+    data = write_jsonl(d / "train.jsonl", rows)
+    out = run_score(ScoreConfig(model=str(tiny_llama), data=[str(data)], out=str(d / "p.duckdb"), progress=False))
+    return out, data
+
+
+def config(model, profile, out, **kw):
+    base = dict(
+        epochs=2, batch_size=4, learning_rate=1e-3, warmup_ratio=0.0, logging_steps=1, save_strategy="no", device="cpu"
+    )
+    return TrainConfig(model=str(model), profile=str(profile), output_dir=str(out), **{**base, **kw})
+
+
+def test_training_lowers_loss_and_changes_parameters(tiny_llama, profile, tmp_path):
+    trainer = build_trainer(config(tiny_llama, profile[0], tmp_path / "out"))
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert {"ntp_loss", "mixup_loss", "lam"} <= set(logs[0])
+    assert logs[-1]["ntp_loss"] < logs[0]["ntp_loss"]
+    changed = [n for n, p in trainer.model.named_parameters() if not torch.equal(p, before[n])]
+    assert len(changed) == len(before)
+
+
+def test_weak_to_strong_target_with_another_tokenizer(tiny_plain_llama, profile, tmp_path):
+    # The profile was made with a ChatML tokenizer; this target has a different vocabulary and no template.
+    trainer = build_trainer(config(tiny_plain_llama, profile[0], tmp_path / "w2s", epochs=1))
+    row = trainer.train_dataset.rows[0]
+    assert max(row["input_ids"]) < trainer.model.config.vocab_size
+    trainer.train()
+    assert trainer.state.global_step == 4
+
+
+def _first_step_grads(tiny_llama, profile, tmp_path, batch_size, grad_accum, name):
+    from transformers import TrainerCallback
+
+    grads = {}
+
+    class Grab(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kw):
+            grads.update({n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None})
+
+    trainer = build_trainer(
+        config(tiny_llama, profile[0], tmp_path / name, batch_size=batch_size, grad_accum=grad_accum, epochs=1),
+        callbacks=[Grab()],
+    )
+    trainer.args.max_steps = 1
+
+    class FixedLam:
+        def beta(self, a, b):
+            return 0.3
+
+    trainer._lam_rng = FixedLam()
+    trainer.train()
+    return grads, trainer.state.log_history[0]["loss"]
+
+
+def test_gradient_accumulation_matches_one_big_batch(tiny_llama, profile, tmp_path):
+    big, big_loss = _first_step_grads(tiny_llama, profile, tmp_path, 8, 1, "big")
+    acc, acc_loss = _first_step_grads(tiny_llama, profile, tmp_path, 4, 2, "acc")
+    assert acc_loss == pytest.approx(big_loss, rel=1e-5)
+    assert set(acc) == set(big) and big
+    for n in big:
+        torch.testing.assert_close(acc[n], big[n], atol=1e-6, rtol=1e-4, msg=n)
+
+
+def test_bad_input_stops_before_training(tiny_llama, profile, tmp_path, chat_file):
+    with pytest.raises(ValueError, match="even"):
+        config(tiny_llama, profile[0], tmp_path, batch_size=3)
+    with pytest.raises(ValueError, match="even"):
+        config(tiny_llama, profile[0], tmp_path, batch_size=0)
+    with pytest.raises(ValueError, match="mu must be >= 0"):
+        config(tiny_llama, profile[0], tmp_path, mu=-0.1)
+    with pytest.raises(ValueError, match="alpha must be > 0"):
+        config(tiny_llama, profile[0], tmp_path, alpha=0)
+    with pytest.raises(ProfileMismatch, match="2 of 2 training examples are not in the profile"):
+        build_trainer(config(tiny_llama, profile[0], tmp_path, data=[str(chat_file)]))
+    with pytest.raises(ModelError, match="does not exist"):
+        build_trainer(config(tmp_path / "nope", profile[0], tmp_path))
+    # A table with examples but no split yet.
+    from profiler.table import TableWriter
+
+    TableWriter(tmp_path / "empty.duckdb").close()
+    with pytest.raises(ProfileMismatch, match="no confidence split"):
+        build_trainer(config(tiny_llama, tmp_path / "empty.duckdb", tmp_path))
+
+
+def test_user_data_joined_by_content(tiny_llama, profile, tmp_path):
+    trainer = build_trainer(config(tiny_llama, profile[0], tmp_path / "j", data=[str(profile[1])]))
+    assert len(trainer.train_dataset) == 16
+
+
+def test_cli_train_with_and_without_mixup(tiny_llama, profile, tmp_path, capsys):
+    for flag, name in (("--mixup", "mix"), ("--no-mixup", "ntp")):
+        rc = main(
+            [
+                "train",
+                "--model",
+                str(tiny_llama),
+                "--profile",
+                str(profile[0]),
+                "--output-dir",
+                str(tmp_path / name),
+                "--epochs",
+                "1",
+                "--batch-size",
+                "4",
+                "--learning-rate",
+                "1e-3",
+                "--save-strategy",
+                "no",
+                "--device",
+                "cpu",
+                flag,
+            ]
+        )
+        assert rc == 0
+        assert (tmp_path / name / "model.safetensors").is_file()
+        assert (tmp_path / name / "sftmix_train_config.json").is_file()
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                str(tiny_llama),
+                "--profile",
+                str(profile[0]),
+                "--output-dir",
+                str(tmp_path / "x"),
+                "--batch-size",
+                "5",
+            ]
+        )
+        == 2
+    )
+    assert "batch_size must be even" in capsys.readouterr().err
