@@ -14,38 +14,12 @@ import platform
 import time
 
 import torch
+from shapes import SHAPES  # benchmarks/shapes.py
 
 from profiler.assets import smollm2_checkpoint, write_demo_data
 from profiler.data import Renderer, load_examples
 from profiler.models import load_causal_lm, load_tokenizer
 from profiler.scoring import ScoreItem, TorchScorer
-
-# Real model shapes, randomly initialized: speed does not depend on the weights' values.
-SHAPES = {
-    "gemma-2b": dict(
-        model_type="gemma",
-        vocab_size=256000,
-        hidden_size=2048,
-        intermediate_size=16384,
-        num_hidden_layers=18,
-        num_attention_heads=8,
-        num_key_value_heads=1,
-        head_dim=256,
-    ),
-    "gemma2-2b": dict(
-        model_type="gemma2",
-        vocab_size=256000,
-        hidden_size=2304,
-        intermediate_size=9216,
-        num_hidden_layers=26,
-        num_attention_heads=8,
-        num_key_value_heads=4,
-        head_dim=256,
-        final_logit_softcapping=30.0,
-        attn_logit_softcapping=50.0,
-        query_pre_attn_scalar=256,
-    ),
-}
 
 
 def build_model(args, device, dtype):

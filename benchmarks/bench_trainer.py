@@ -23,30 +23,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-
-SHAPES = {
-    "gemma-2b": dict(
-        model_type="gemma",
-        vocab_size=256000,
-        hidden_size=2048,
-        intermediate_size=16384,
-        num_hidden_layers=18,
-        num_attention_heads=8,
-        num_key_value_heads=1,
-        head_dim=256,
-    ),
-    "llama-1b": dict(
-        model_type="llama",
-        vocab_size=128256,
-        hidden_size=2048,
-        intermediate_size=8192,
-        num_hidden_layers=16,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        head_dim=64,
-        tie_word_embeddings=True,
-    ),
-}
+from shapes import SHAPES  # benchmarks/shapes.py
 
 
 def build_model(shape: str | None, device, dtype):

@@ -8,6 +8,7 @@ trained on. Checkpoints land in ``checkpoint-<step>`` directories; only the newe
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import shutil
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from profiler.data.render import RenderedExample, pad_batch
 from profiler.errors import ModelError, SftmixError
 from profiler.models import resolve_device
 from profiler.scoring.base import ScoreItem
@@ -80,24 +82,13 @@ class _Examples(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict[str, list[int]]:
         it = self.items[i]
-        labels = [t if m and j > 0 else -100 for j, (t, m) in enumerate(zip(it.input_ids, it.response_mask))]
-        return {"input_ids": list(it.input_ids), "labels": labels}
+        rendered = RenderedExample(list(it.input_ids), list(it.response_mask))
+        return {"input_ids": rendered.input_ids, "labels": rendered.labels()}
 
 
 def collate(pad_token_id: int):
-    """Right-pad ``input_ids`` (``pad_token_id``) and ``labels`` (-100) and build the attention mask."""
-
-    def fn(rows: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
-        n = max(len(r["input_ids"]) for r in rows)
-        ids = torch.full((len(rows), n), pad_token_id, dtype=torch.long)
-        labels = torch.full((len(rows), n), -100, dtype=torch.long)
-        attn = torch.zeros((len(rows), n), dtype=torch.long)
-        for i, r in enumerate(rows):
-            k = len(r["input_ids"])
-            ids[i, :k], labels[i, :k], attn[i, :k] = torch.tensor(r["input_ids"]), torch.tensor(r["labels"]), 1
-        return {"input_ids": ids, "attention_mask": attn, "labels": labels}
-
-    return fn
+    """A data collator right-padding ``input_ids`` and ``labels``."""
+    return functools.partial(pad_batch, pad_token_id=pad_token_id)
 
 
 def checkpoint_steps(max_steps: int, n_checkpoints: int) -> list[int]:

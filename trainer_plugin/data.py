@@ -17,6 +17,7 @@ import torch
 from profiler import open_table
 from profiler.data import Renderer, load_examples
 from profiler.data.formats import Example
+from profiler.data.render import pad_batch
 from profiler.errors import DataError, SftmixError
 
 log = logging.getLogger(__name__)
@@ -135,11 +136,4 @@ class PairCollator:
                 "a batch is not [confident..., unconfident...]; was the PairedSampler replaced "
                 "(e.g. by group_by_length)?"
             )
-        n = max(len(f["input_ids"]) for f in features)
-        ids = torch.full((len(features), n), self.pad_token_id, dtype=torch.long)
-        labels = torch.full((len(features), n), -100, dtype=torch.long)
-        attn = torch.zeros((len(features), n), dtype=torch.long)
-        for i, f in enumerate(features):
-            m = len(f["input_ids"])
-            ids[i, :m], labels[i, :m], attn[i, :m] = torch.tensor(f["input_ids"]), torch.tensor(f["labels"]), 1
-        return {"input_ids": ids, "attention_mask": attn, "labels": labels}
+        return pad_batch(features, self.pad_token_id)

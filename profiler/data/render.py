@@ -144,6 +144,20 @@ class Renderer:
         return text.rstrip("\n"), spans
 
 
+def pad_batch(rows: list[dict], pad_token_id: int) -> dict:
+    """Right-pad rows of ``input_ids`` and ``labels`` (with -100) into tensors, with the attention mask."""
+    import torch
+
+    n = max(len(r["input_ids"]) for r in rows)
+    ids = torch.full((len(rows), n), pad_token_id, dtype=torch.long)
+    labels = torch.full((len(rows), n), -100, dtype=torch.long)
+    attn = torch.zeros((len(rows), n), dtype=torch.long)
+    for i, r in enumerate(rows):
+        k = len(r["input_ids"])
+        ids[i, :k], labels[i, :k], attn[i, :k] = torch.tensor(r["input_ids"]), torch.tensor(r["labels"]), 1
+    return {"input_ids": ids, "attention_mask": attn, "labels": labels}
+
+
 def _fold_system(messages: list[dict[str, str]]) -> list[dict[str, str]]:
     system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
     rest = [dict(m) for m in messages if m["role"] != "system"]
