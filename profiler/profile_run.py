@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from profiler.checkpoints import check_compatible, discover_checkpoints
+from profiler.errors import TableError
 from profiler.finetune import FinetuneConfig, finetune
 from profiler.score_run import ScoreConfig, finish_confidence, open_run, prepare_data, score_checkpoints
 from profiler.table.writer import CheckpointInfo, TableWriter
@@ -44,6 +45,25 @@ def _mark(table: TableWriter, stage: str, started: float) -> float:
     seconds[stage] = round(seconds.get(stage, 0.0) + now - started, 2)
     table.set_meta({"stages": stages, "stage_seconds": seconds})
     return now
+
+
+# Settings that may change between a run and its resumption without changing what it computes.
+_RESUMABLE = ("keep_checkpoints", "checkpoint_dir")
+
+
+def _check_same_finetune(table: TableWriter, ft_cfg: FinetuneConfig, checkpoints_from: str | None) -> None:
+    """A resumed profile must fine-tune (or take checkpoints) as the run it resumes did."""
+    if not (table.get_meta("stages") or {}).get("finetune"):
+        return
+    old = {k: v for k, v in (table.get_meta("finetune_config") or {}).items() if k not in _RESUMABLE}
+    new = {k: v for k, v in asdict(ft_cfg).items() if k not in _RESUMABLE}
+    changed = {k: (old.get(k), v) for k, v in new.items() if old.get(k) != v}
+    if table.get_meta("checkpoints_from") != checkpoints_from:
+        changed["checkpoints_from"] = (table.get_meta("checkpoints_from"), checkpoints_from)
+    if changed:
+        raise TableError(
+            f"{table.path} was profiled with other fine-tuning settings {changed} (old, new); use a new --out"
+        )
 
 
 def _registered(table: TableWriter) -> list[CheckpointInfo]:
@@ -83,8 +103,11 @@ def run_profile(
     _stage(1, "loading and rendering data", progress)
     prepared = prepare_data(score_cfg)
     ckpt_dir = Path(ft_cfg.checkpoint_dir or default_checkpoint_dir(score_cfg.out))
-    meta = {"finetune_config": asdict(ft_cfg), "checkpoints_from": checkpoints_from, "checkpoint_dir": str(ckpt_dir)}
-    with open_run(score_cfg, prepared, meta) as table:
+    with open_run(score_cfg, prepared) as table:
+        _check_same_finetune(table, ft_cfg, checkpoints_from)
+        table.set_meta(
+            {"finetune_config": asdict(ft_cfg), "checkpoints_from": checkpoints_from, "checkpoint_dir": str(ckpt_dir)}
+        )
         t = _mark(table, "data", t)
         stages = table.get_meta("stages") or {}
         if stages.get("finetune") == "done":

@@ -75,22 +75,27 @@ def read_rows(path: str | Path, *, split: str = "train") -> Iterator[RawRow]:
 
 def _read_jsonl(path: Path) -> Iterator[RawRow]:
     row = 0
-    with path.open("r", encoding="utf-8", errors="strict") as f:
-        for line_no, line in enumerate(f, start=1):
+    with path.open("rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            error, record = None, None
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                line = raw.decode("utf-8", errors="replace")
+                error = DataError(str(path), f"not UTF-8 text (byte {e.start})", code="not_utf8")
             if not line.strip():
                 continue  # blank lines are not rows
-            error = None
-            record = None
-            try:
-                obj = json.loads(line)
-                if isinstance(obj, dict):
-                    record = obj
-                else:
-                    error = DataError(
-                        str(path), f"expected a JSON object, got {type(obj).__name__}", code="not_an_object"
-                    )
-            except json.JSONDecodeError as e:
-                error = DataError(str(path), f"malformed JSON: {e.msg} at column {e.colno}", code="malformed_json")
+            if error is None:
+                try:
+                    obj = json.loads(line)
+                    if isinstance(obj, dict):
+                        record = obj
+                    else:
+                        error = DataError(
+                            str(path), f"expected a JSON object, got {type(obj).__name__}", code="not_an_object"
+                        )
+                except json.JSONDecodeError as e:
+                    error = DataError(str(path), f"malformed JSON: {e.msg} at column {e.colno}", code="malformed_json")
             if error is not None:
                 error.row, error.line = row, line_no
                 error.args = (error.describe(),)

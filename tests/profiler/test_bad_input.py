@@ -70,3 +70,12 @@ def test_empty_and_unknown(tmp_path):
         load_examples([str(tmp_path / "x.txt")])
     with pytest.raises(DataError, match="no such file"):
         load_examples([str(tmp_path / "missing.jsonl")])
+
+
+def test_bytes_that_are_not_utf8(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(b'{"instruction": "Q?", "output": "A."}\n{"instruction": "caf\xe9", "output": "A."}\n')
+    with pytest.raises(DataError, match=r"latin1.jsonl, row 1 \(line 2\): not UTF-8 text"):
+        load_examples([str(path)])
+    rows = load_examples([str(path)], on_error="skip")
+    assert [r.status for r in rows] == ["ok", "not_utf8"]

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from profiler import open_table
 from profiler.cli import main
-from profiler.errors import ModelError, SftmixError
+from profiler.errors import ModelError, SftmixError, TableError
 from profiler.finetune import FinetuneConfig, checkpoint_steps
 from profiler.profile_run import run_profile
 from profiler.score_run import ScoreConfig
@@ -99,6 +99,9 @@ def test_crash_after_second_checkpoint_resumes_to_the_same_table(tiny_llama, tmp
     assert a[1:] == b[1:]
     for (ida, ca, na), (idb, cb, nb) in zip(a[0], b[0]):
         assert (ida, ca) == (idb, cb) and na == pytest.approx(nb, rel=1e-5, abs=1e-5)
+    # Other fine-tuning settings on the same table are refused before anything is written.
+    with pytest.raises(TableError, match="other fine-tuning settings.*n_checkpoints"):
+        run_profile(*configs(tiny_llama, data, crashed, n_checkpoints=4))
     # A finished run re-run does nothing but check.
     monkeypatch.setattr(transformers.Trainer, "train", lambda *a, **k: pytest.fail("no training on a finished run"))
     run_profile(*configs(tiny_llama, data, crashed))
