@@ -26,7 +26,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     if score_cfg.checkpoints:
         raise SftmixError("profile takes --checkpoints-from DIR; --checkpoint belongs to `sftmix score`")
     out = run_profile(score_cfg, ft_cfg, checkpoints_from=args.checkpoints_from)
-    return _print_info(out)
+    return print_info(out)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -42,10 +42,10 @@ def cmd_score(args: argparse.Namespace) -> int:
     from profiler.score_run import run_score
 
     out = run_score(_score_config(args))
-    return _print_info(out)
+    return print_info(out)
 
 
-def _print_info(path: str, as_json: bool = False) -> int:
+def print_info(path: str, as_json: bool = False) -> int:
     from profiler.table.reader import open_table
 
     with open_table(path) as t:
@@ -69,7 +69,7 @@ def _print_info(path: str, as_json: bool = False) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    return _print_info(args.table, args.json)
+    return print_info(args.table, args.json)
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ def add_demo_args(p: argparse.ArgumentParser) -> None:
 
 def run_demo(args: argparse.Namespace) -> int:
     from profiler.assets import smollm2_checkpoint, write_demo_data
-    from profiler.cli import _print_info
+    from profiler.cli import print_info
     from profiler.finetune import FinetuneConfig
     from profiler.profile_run import run_profile
     from profiler.score_run import ScoreConfig
@@ -44,4 +44,4 @@ def run_demo(args: argparse.Namespace) -> int:
     t1 = time.perf_counter()
     out = run_profile(score_cfg, ft_cfg)
     print(f"profiled in {time.perf_counter() - t1:.1f}s\n")
-    return _print_info(out)
+    return print_info(out)

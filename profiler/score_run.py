@@ -171,7 +171,7 @@ def fingerprint(rows: list[LoadedRow]) -> str:
     return h.hexdigest()[:16]
 
 
-def open_run(cfg: ScoreConfig, prepared: Prepared, extra_meta: dict[str, Any] | None = None) -> TableWriter:
+def open_run(cfg: ScoreConfig, prepared: Prepared) -> TableWriter:
     """Open (or create) the table and record the examples and settings; refuses a table of another run."""
     table = TableWriter(cfg.out)
     try:
@@ -184,7 +184,6 @@ def open_run(cfg: ScoreConfig, prepared: Prepared, extra_meta: dict[str, Any] | 
                 "reference_model": str(cfg.model),
                 "template": prepared.renderer.template,
                 "score_config": asdict(cfg),
-                **(extra_meta or {}),
             }
         )
     except Exception:
