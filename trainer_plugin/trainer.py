@@ -1,8 +1,9 @@
 """SFTMixTrainer: Hugging Face Trainer with paired batches and the SFTMix loss.
 
 :class:`SFTMixMixin` holds everything, so it can also be mixed into TRL's ``SFTTrainer`` or another
-Trainer subclass: ``class MyTrainer(SFTMixMixin, SFTTrainer)``. The train dataset must expose which
-examples are confident (``SplitDataset`` from :func:`trainer_plugin.data.load_training_set` does).
+Trainer subclass: ``class MyTrainer(SFTMixMixin, SFTTrainer)``. The train dataset must say which examples
+are confident: the ``SplitDataset`` of :func:`trainer_plugin.data.load_training_set`, or (TRL needs a
+``datasets.Dataset``) ``Dataset.from_list(training_set.rows)``, with ``PairCollator`` as data collator.
 
 Gradient accumulation: both terms are divided by their token counts over the whole accumulated batch
 (and all data-parallel ranks), as Trainer does for the model's own loss, so accumulating k micro-batches
@@ -29,6 +30,18 @@ def _count_mix_tokens(labels: torch.Tensor) -> torch.Tensor:
     return torch.minimum(n[:k], n[k:]).sum()
 
 
+def _confident_flags(dataset) -> list[bool]:
+    """The ``confident`` flag of every example: a SplitDataset's rows, or a ``datasets.Dataset`` column."""
+    if hasattr(dataset, "column_names") and "confident" in dataset.column_names:
+        return [bool(x) for x in dataset["confident"]]
+    if hasattr(dataset, "rows") and all("confident" in r for r in dataset.rows):
+        return [bool(r["confident"]) for r in dataset.rows]
+    raise ValueError(
+        "train_dataset needs a 'confident' flag per example: use trainer_plugin.data.load_training_set "
+        "(SplitDataset, or datasets.Dataset.from_list(training_set.rows) for TRL)"
+    )
+
+
 class SFTMixMixin:
     """Paired sampling, Beta-distributed lam, the SFTMix loss and its logging, for any Trainer subclass."""
 
@@ -38,9 +51,8 @@ class SFTMixMixin:
         batch = self.args.per_device_train_batch_size
         if batch < 2 or batch % 2:
             raise ValueError(f"per_device_train_batch_size must be even and >= 2 (pairs), got {batch}")
-        ds = self.train_dataset
-        if ds is not None and not (hasattr(ds, "rows") and all("confident" in r for r in ds.rows[:1])):
-            raise ValueError("train_dataset must be a SplitDataset (trainer_plugin.data.load_training_set)")
+        if self.train_dataset is not None:
+            _confident_flags(self.train_dataset)  # fails early on a dataset without the split
         # The loss is divided by the accumulated batch's token counts here, so Trainer must not divide again.
         self.model_accepts_loss_kwargs = True
         self._lam_rng = np.random.default_rng(self.args.seed)
@@ -49,9 +61,9 @@ class SFTMixMixin:
 
     # --- data -------------------------------------------------------------------------------------
     def _get_train_sampler(self, *args, **kwargs):
-        rows = self.train_dataset.rows
-        conf = [i for i, r in enumerate(rows) if r["confident"]]
-        unconf = [i for i, r in enumerate(rows) if not r["confident"]]
+        flags = _confident_flags(self.train_dataset)
+        conf = [i for i, f in enumerate(flags) if f]
+        unconf = [i for i, f in enumerate(flags) if not f]
         return PairedSampler(
             conf,
             unconf,

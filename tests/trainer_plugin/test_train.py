@@ -164,3 +164,40 @@ def test_cli_train_with_and_without_mixup(tiny_llama, profile, tmp_path, capsys)
         == 2
     )
     assert "batch_size must be even" in capsys.readouterr().err
+
+
+def test_mixin_with_trl_sfttrainer(tiny_llama, profile, tmp_path):
+    trl = pytest.importorskip("trl")
+    import datasets
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trainer_plugin import SFTMixMixin
+    from trainer_plugin.data import PairCollator, load_training_set
+
+    class SFTMixSFTTrainer(SFTMixMixin, trl.SFTTrainer):
+        pass
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    rows = load_training_set(profile[0], tok).rows
+    args = trl.SFTConfig(
+        output_dir=str(tmp_path / "trl"),
+        per_device_train_batch_size=4,
+        num_train_epochs=1,
+        learning_rate=1e-3,
+        report_to="none",
+        use_cpu=True,
+        logging_steps=1,
+        save_strategy="no",
+        remove_unused_columns=False,
+    )
+    trainer = SFTMixSFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=datasets.Dataset.from_list(rows),
+        data_collator=PairCollator(tok.pad_token_id),
+        processing_class=tok,
+    )
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "mixup_loss" in h]
+    assert len(logs) == 4 and all(h["ntp_loss"] > 0 for h in logs)
