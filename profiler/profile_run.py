@@ -66,11 +66,6 @@ def _check_same_finetune(table: TableWriter, ft_cfg: FinetuneConfig, checkpoints
         )
 
 
-def _registered(table: TableWriter) -> list[CheckpointInfo]:
-    rows = table.con.execute("SELECT path, step, fraction, kind FROM checkpoints ORDER BY checkpoint_id").fetchall()
-    return [CheckpointInfo(path=p, step=s, fraction=f, kind=k) for p, s, f, k in rows]
-
-
 def _pruner(cfg: FinetuneConfig, checkpoints: list[CheckpointInfo], owned: bool):
     """Deletes checkpoint weights after scoring, as ``keep_checkpoints`` asks (never a user's own checkpoints)."""
     keep_last = checkpoints[-1].path if checkpoints else None
@@ -112,7 +107,7 @@ def run_profile(
         stages = table.get_meta("stages") or {}
         if stages.get("finetune") == "done":
             _stage(2, "fine-tuning: done before, reusing its checkpoints", progress)
-            checkpoints = _registered(table)
+            checkpoints = table.checkpoint_infos()
         elif checkpoints_from:
             _stage(2, f"fine-tuning: skipped, scoring the checkpoints in {checkpoints_from}", progress)
             checkpoints = discover_checkpoints(score_cfg.model, [checkpoints_from])

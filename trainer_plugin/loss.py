@@ -126,26 +126,22 @@ def sftmix_loss(
 
     pairs = batch_c["input_ids"].shape[0]
     lam_t = torch.as_tensor(lam, dtype=torch.float32, device=hidden.device).expand(pairs)
-    z, y_c, y_u, lam_tok = [], [], [], []
-    for i in range(pairs):
-        pos_c = mask[i].nonzero().squeeze(1)
-        pos_u = mask[pairs + i].nonzero().squeeze(1)
-        n = min(len(pos_c), len(pos_u))
-        if n == 0:
-            continue
-        pos_c, pos_u = pos_c[:n], pos_u[:n]
-        z.append(lam_t[i] * h[i, pos_c] + (1 - lam_t[i]) * h[pairs + i, pos_u])
-        y_c.append(targets[i, pos_c])
-        y_u.append(targets[pairs + i, pos_u])
-        lam_tok.append(lam_t[i].expand(n))
-    n_mix = sum(len(y) for y in y_c)
+    # Pair i keeps the first n_i = min(N_c, N_u) response positions of both rows. Selecting them row-major
+    # gives, for both halves, one segment of n_i positions per pair in the same order: no per-pair loop.
+    mask_c, mask_u = mask[:pairs], mask[pairs:]
+    n_pair = torch.minimum(mask_c.sum(1), mask_u.sum(1))
+    keep_c = mask_c & (mask_c.cumsum(1) <= n_pair[:, None])
+    keep_u = mask_u & (mask_u.cumsum(1) <= n_pair[:, None])
+    lam_tok = lam_t.repeat_interleave(n_pair)
+    n_mix = int(n_pair.sum())
     if n_mix and mu != 0:
+        z = lam_tok[:, None] * h[:pairs][keep_c] + (1 - lam_tok[:, None]) * h[pairs:][keep_u]
         mix_sum = chunked_sum(
             lambda x, a, b, w: _mix_ce_sum(head, x, a, b, w),
-            torch.cat(z),
-            torch.cat(y_c),
-            torch.cat(y_u),
-            torch.cat(lam_tok),
+            z,
+            targets[:pairs][keep_c],
+            targets[pairs:][keep_u],
+            lam_tok,
             chunk_tokens=chunk_tokens,
         )
         mixup = mix_sum / (mixup_denominator or n_mix)

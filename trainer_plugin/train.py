@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import asdict
 from pathlib import Path
@@ -99,5 +100,5 @@ def run_train(cfg: TrainConfig) -> str:
     trainer = build_trainer(cfg)
     trainer.train()
     trainer.save_model(cfg.output_dir)
-    (Path(cfg.output_dir) / "sftmix_train_config.json").write_text(__import__("json").dumps(asdict(cfg), indent=2))
+    (Path(cfg.output_dir) / "sftmix_train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
     return cfg.output_dir

@@ -153,6 +153,11 @@ class TableWriter:
                     ids.append(row[0])
         return ids
 
+    def checkpoint_infos(self) -> list[CheckpointInfo]:
+        """The registered checkpoints, in id order."""
+        rows = self.con.execute("SELECT path, step, fraction, kind FROM checkpoints ORDER BY checkpoint_id").fetchall()
+        return [CheckpointInfo(path=p, step=s, fraction=f, kind=k) for p, s, f, k in rows]
+
     # --- scores -----------------------------------------------------------------------------------
     def scored_ids(self, checkpoint_id: int) -> set[str]:
         rows = self.con.execute("SELECT example_id FROM scores WHERE checkpoint_id = ?", [checkpoint_id]).fetchall()
