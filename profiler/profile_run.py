@@ -18,11 +18,18 @@ from typing import Any
 from profiler.checkpoints import check_compatible, discover_checkpoints
 from profiler.errors import TableError
 from profiler.finetune import FinetuneConfig, finetune
-from profiler.score_run import ScoreConfig, finish_confidence, open_run, prepare_data, score_checkpoints
+from profiler.score_run import (
+    ScoreConfig,
+    finish_confidence,
+    finish_projection,
+    open_run,
+    prepare_data,
+    score_checkpoints,
+)
 from profiler.table.writer import CheckpointInfo, TableWriter
 
 log = logging.getLogger(__name__)
-STAGES = ("data", "finetune", "score", "confidence")
+STAGES = ("data", "finetune", "score", "confidence", "embed")
 
 
 def default_checkpoint_dir(out: str | Path) -> Path:
@@ -134,6 +141,10 @@ def run_profile(
         _stage(4, "confidence and the median split", progress)
         finish_confidence(table, ids, score_cfg.n_bins)
         t = _mark(table, "confidence", t)
+        if score_cfg.embed and score_cfg.projection != "none":
+            _stage(5, f"semantic map of the embeddings ({score_cfg.projection})", progress)
+            finish_projection(table, score_cfg)
+        t = _mark(table, "embed", t)
     return score_cfg.out
 
 

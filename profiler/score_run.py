@@ -19,6 +19,7 @@ from profiler.checkpoints import discover_checkpoints
 from profiler.confidence import compute_confidence
 from profiler.data.load import LoadedRow, load_examples, record_json
 from profiler.data.render import TEMPLATES, RenderedExample, Renderer
+from profiler.embed import project_table
 from profiler.errors import DataError
 from profiler.models import load_causal_lm, load_tokenizer, resolve_device, resolve_dtype
 from profiler.scoring.base import ScoreItem
@@ -71,6 +72,21 @@ class ScoreConfig:
     )
     max_batch_size: int | None = field(default=None, metadata={"help": "cap on rows per scoring batch"})
     n_bins: int = field(default=10, metadata={"help": "quantile bins of confidence"})
+    embed: bool = field(
+        default=True,
+        metadata={"help": "store each example's mean-pooled final hidden state at the last checkpoint (same pass)"},
+    )
+    projection: str = field(
+        default="auto",
+        metadata={
+            "help": "2-D map of the embeddings: auto (UMAP if installed, else PCA), umap, pca or none",
+            "choices": ["auto", "umap", "pca", "none"],
+        },
+    )
+    projection_sample: int = field(
+        default=50_000, metadata={"help": "fit the projection on at most this many examples, transform the rest"}
+    )
+    projection_seed: int = field(default=0, metadata={"help": "seed of the projection"})
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
 
     def __post_init__(self) -> None:
@@ -82,6 +98,8 @@ class ScoreConfig:
             raise ValueError(f"on_error must be 'raise' or 'skip', got {self.on_error!r}")
         if self.backend != "torch":
             raise ValueError(f"unknown backend {self.backend!r}; available: torch")
+        if self.projection not in ("auto", "umap", "pca", "none"):
+            raise ValueError(f"projection must be auto, umap, pca or none, got {self.projection!r}")
         if self.max_length < 2 or (self.max_tokens is not None and self.max_tokens < 1):
             raise ValueError("max_length must be >= 2 and max_tokens >= 1")
 
@@ -227,8 +245,12 @@ def score_checkpoints(
     items = prepared.ok_items()
     base = None
     written = 0
-    for info, cid in zip(checkpoints, ckpt_ids):
+    for i, (info, cid) in enumerate(zip(checkpoints, ckpt_ids)):
+        embed = cfg.embed and i == len(checkpoints) - 1  # embeddings come from the last checkpoint's pass
         done = table.scored_ids(cid)
+        if embed:
+            done &= table.embedded_ids()
+            table.set_meta({"embedding_checkpoint": cid})
         todo = [it for it in items if it.example_id not in done]
         if todo:
             if info.kind == "adapter":
@@ -240,7 +262,8 @@ def score_checkpoints(
                 model = load_causal_lm(info.path, device=device, dtype=dtype, base=cfg.model)
             desc = f"scoring checkpoint {cid + 1}/{len(ckpt_ids)}"
             try:
-                for batch_scores in _scorer(model, cfg, prepared).score(todo, progress=cfg.progress, desc=desc):
+                scorer = _scorer(model, cfg, prepared)
+                for batch_scores in scorer.score(todo, progress=cfg.progress, desc=desc, embed=embed):
                     table.write_scores(cid, batch_scores)
                     written += 1
                     if stop_after_batches is not None and written >= stop_after_batches:
@@ -261,6 +284,12 @@ def finish_confidence(table: TableWriter, ckpt_ids: Sequence[int], n_bins: int) 
     table.write_confidence(compute_confidence(table.scores_frame(), ckpt_ids, n_bins))
 
 
+def finish_projection(table: TableWriter, cfg: ScoreConfig) -> None:
+    """The embeddings' 2-D map (UMAP or PCA), when embeddings were stored."""
+    if cfg.embed:
+        project_table(table, method=cfg.projection, seed=cfg.projection_seed, fit_sample=cfg.projection_sample)
+
+
 def run_score(cfg: ScoreConfig, *, stop_after_batches: int | None = None) -> str:
     """Score every usable example at every checkpoint and write the confidence table.
 
@@ -274,4 +303,5 @@ def run_score(cfg: ScoreConfig, *, stop_after_batches: int | None = None) -> str
     with open_run(cfg, prepared) as table:
         ids = score_checkpoints(table, cfg, prepared, checkpoints, stop_after_batches=stop_after_batches)
         finish_confidence(table, ids, cfg.n_bins)
+        finish_projection(table, cfg)
     return cfg.out

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -19,11 +19,16 @@ class ScoreItem:
 
 @dataclass(frozen=True)
 class ExampleScore:
-    """Response-token negative log-likelihood of one example at one checkpoint."""
+    """Response-token negative log-likelihood of one example at one checkpoint.
+
+    ``embedding`` (float32 numpy vector, when asked for) is the mean of the final hidden states over all the
+    example's tokens, computed in the same forward pass as the score.
+    """
 
     example_id: str
     nll_sum: float
     n_tokens: int
+    embedding: Any = field(default=None, compare=False, repr=False)
 
     @property
     def mean_nll(self) -> float:
@@ -37,6 +42,11 @@ class ExampleScore:
 class Scorer(Protocol):
     """A backend scoring examples with one loaded model (checkpoint)."""
 
-    def score(self, items: Sequence[ScoreItem], *, progress: bool = True) -> Iterator[list[ExampleScore]]:
-        """Yield scores batch by batch (so callers can write them as they come), covering every item once."""
+    def score(
+        self, items: Sequence[ScoreItem], *, progress: bool = True, embed: bool = False
+    ) -> Iterator[list[ExampleScore]]:
+        """Yield scores batch by batch (so callers can write them as they come), covering every item once.
+
+        With ``embed``, each score carries its example's mean-pooled final hidden state.
+        """
         ...

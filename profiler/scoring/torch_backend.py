@@ -83,15 +83,31 @@ class TorchScorer:
             n = i
         return n if n >= self.min_prefix else 0
 
-    def _hidden(self, ids: torch.Tensor, attn: torch.Tensor, prefix: int) -> torch.Tensor:
-        """Final hidden states of the batch; a shared prefix is run once and its KV cache reused by every row."""
+    def _hidden(self, ids: torch.Tensor, attn: torch.Tensor, prefix: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Final hidden states of the batch after ``prefix``, and those of the shared prefix (``[prefix, H]``).
+
+        A shared prefix is run once and its KV cache reused by every row.
+        """
         if prefix == 0:
-            return self.backbone(input_ids=ids, attention_mask=attn, use_cache=False).last_hidden_state
-        cache = self.backbone(input_ids=ids[:1, :prefix], use_cache=True).past_key_values
+            return self.backbone(input_ids=ids, attention_mask=attn, use_cache=False).last_hidden_state, None
+        out = self.backbone(input_ids=ids[:1, :prefix], use_cache=True)
+        cache = out.past_key_values
         cache.batch_repeat_interleave(ids.shape[0])
-        return self.backbone(
+        hidden = self.backbone(
             input_ids=ids[:, prefix:], attention_mask=attn, past_key_values=cache, use_cache=True
         ).last_hidden_state
+        return hidden, out.last_hidden_state[0]
+
+    @staticmethod
+    def _mean_pool(
+        hidden: torch.Tensor, prefix_hidden: torch.Tensor | None, attn: torch.Tensor, prefix: int
+    ) -> torch.Tensor:
+        """Mean of the final hidden states over each row's real tokens, in float32: ``[B, H]``."""
+        mask = attn[:, prefix:].unsqueeze(-1).float()
+        total = (hidden.float() * mask).sum(dim=1)
+        if prefix_hidden is not None:
+            total = total + prefix_hidden.float().sum(dim=0)
+        return total / attn.sum(dim=1, keepdim=True).float()
 
     def _collate(self, items: Sequence[ScoreItem]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         longest = max(len(it.input_ids) for it in items)
@@ -107,11 +123,14 @@ class TorchScorer:
         return ids.to(self.device), attn.to(self.device), resp.to(self.device)
 
     @torch.inference_mode()
-    def score_batch(self, items: Sequence[ScoreItem]) -> list[ExampleScore]:
-        """Response NLL sums of one batch, independent of what else is in the batch."""
+    def score_batch(self, items: Sequence[ScoreItem], embed: bool = False) -> list[ExampleScore]:
+        """Response NLL sums of one batch, independent of what else is in the batch.
+
+        With ``embed``, each score also carries the example's mean-pooled final hidden state (same forward pass).
+        """
         ids, attn, resp = self._collate(items)
         prefix = self._shared_prefix(items)
-        hidden = self._hidden(ids, attn, prefix)  # [B, L - prefix, H]
+        hidden, prefix_hidden = self._hidden(ids, attn, prefix)  # [B, L - prefix, H]
         # Position t predicts token t+1: shift the mask left to select the predicting hidden states.
         predict = resp[:, 1:]
         h = hidden[:, :-1][predict[:, prefix:]]
@@ -120,18 +139,22 @@ class TorchScorer:
         nll = response_nll(self.head, h, targets, self.chunk_tokens)
         sums = torch.zeros(len(items), dtype=torch.float64, device=self.device).index_add_(0, rows, nll.double())
         counts = predict.sum(dim=1)
+        vectors = [None] * len(items)
+        if embed:
+            vectors = list(self._mean_pool(hidden, prefix_hidden, attn, prefix).cpu().numpy())
         return [
-            ExampleScore(it.example_id, float(s), int(c)) for it, s, c in zip(items, sums.tolist(), counts.tolist())
+            ExampleScore(it.example_id, float(s), int(c), v)
+            for it, s, c, v in zip(items, sums.tolist(), counts.tolist(), vectors)
         ]
 
     def score(
-        self, items: Sequence[ScoreItem], *, progress: bool = True, desc: str = "scoring"
+        self, items: Sequence[ScoreItem], *, progress: bool = True, desc: str = "scoring", embed: bool = False
     ) -> Iterator[list[ExampleScore]]:
-        """Yield scores batch by batch, longest examples first."""
+        """Yield scores batch by batch, longest examples first (with embeddings when ``embed``)."""
         lengths = [len(it.input_ids) for it in items]
         batches = token_budget_batches(lengths, self.max_tokens, self.max_batch_size)
         with tqdm(total=sum(lengths), unit="tok", desc=desc, disable=not progress, unit_scale=True) as bar:
             for batch in batches:
                 chunk = [items[i] for i in batch]
-                yield self.score_batch(chunk)
+                yield self.score_batch(chunk, embed)
                 bar.update(sum(lengths[i] for i in batch))

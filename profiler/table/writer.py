@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import polars as pl
 
 from profiler.errors import TableError
@@ -164,7 +165,11 @@ class TableWriter:
         return {r[0] for r in rows}
 
     def write_scores(self, checkpoint_id: int, scores: Iterable[ExampleScore]) -> int:
-        """Insert scores in one transaction; pairs already present are kept (a resumed run may repeat them)."""
+        """Insert scores (and the embeddings they carry) in one transaction.
+
+        Pairs already present are kept (a resumed run may repeat them), as are embeddings already written.
+        """
+        scores = list(scores)
         frame = pl.DataFrame(
             [(s.example_id, checkpoint_id, s.nll_sum, s.n_tokens, s.mean_nll, s.perplexity) for s in scores],
             schema={
@@ -179,11 +184,51 @@ class TableWriter:
         )
         if frame.is_empty():
             return 0
+        embedded = [s for s in scores if s.embedding is not None]
+        vectors = None
+        if embedded:
+            vectors = pl.DataFrame(
+                {
+                    "example_id": [s.example_id for s in embedded],
+                    "vector": [np.asarray(s.embedding, dtype=np.float32) for s in embedded],
+                },
+                schema={"example_id": pl.Utf8, "vector": pl.List(pl.Float32)},
+            )
         with self.transaction():
             self.con.register("new_scores", frame)
             self.con.execute("INSERT OR IGNORE INTO scores SELECT * FROM new_scores")
             self.con.unregister("new_scores")
+            if vectors is not None:
+                self.con.register("new_vectors", vectors)
+                self.con.execute(
+                    "INSERT OR IGNORE INTO embeddings (example_id, vector) SELECT example_id, vector FROM new_vectors"
+                )
+                self.con.unregister("new_vectors")
         return frame.height
+
+    # --- embeddings -------------------------------------------------------------------------------
+    def embedded_ids(self) -> set[str]:
+        return {r[0] for r in self.con.execute("SELECT example_id FROM embeddings").fetchall()}
+
+    def embedding_matrix(self) -> tuple[list[str], np.ndarray]:
+        """Example ids (sorted) and their vectors as one ``[n, dim]`` float32 array."""
+        frame = fetch_frame(self.con, "SELECT example_id, vector FROM embeddings ORDER BY example_id")
+        if frame.is_empty():
+            return [], np.zeros((0, 0), dtype=np.float32)
+        return frame["example_id"].to_list(), np.asarray(frame["vector"].to_list(), dtype=np.float32)
+
+    def write_projection(self, ids: Sequence[str], xy: np.ndarray) -> None:
+        """Set the 2-D coordinates of the given examples in one transaction."""
+        frame = pl.DataFrame(
+            {"example_id": list(ids), "x": xy[:, 0].astype(np.float64), "y": xy[:, 1].astype(np.float64)}
+        )
+        with self.transaction():
+            self.con.register("new_xy", frame)
+            self.con.execute(
+                "UPDATE embeddings SET umap_x = new_xy.x, umap_y = new_xy.y FROM new_xy "
+                "WHERE embeddings.example_id = new_xy.example_id"
+            )
+            self.con.unregister("new_xy")
 
     def scores_frame(self) -> pl.DataFrame:
         return fetch_frame(self.con, "SELECT * FROM scores")

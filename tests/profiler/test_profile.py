@@ -45,6 +45,7 @@ def table_state(path):
             t.scores.select("example_id", "checkpoint_id", "nll_sum").sort("example_id", "checkpoint_id").rows(),
             t.confidence.select("example_id", "split", "rank").rows(),
             t.checkpoints.select("step", "fraction").rows(),
+            t.embeddings.select("example_id", "vector", "umap_x", "umap_y").rows(),
         )
 
 
@@ -66,7 +67,13 @@ def test_full_profile(tiny_llama, tmp_path):
         assert t.checkpoints["fraction"].to_list() == pytest.approx([3 / 8, 6 / 8, 1.0])
         assert t.scores.height == 3 * 16
         assert dict(t.confidence.group_by("split").len().iter_rows()) == {"confident": 8, "unconfident": 8}
-        assert t.meta["stages"] == {"data": "done", "finetune": "done", "score": "done", "confidence": "done"}
+        assert t.meta["stages"] == dict.fromkeys(["data", "finetune", "score", "confidence", "embed"], "done")
+        # One embedding per scored example, from the last checkpoint's scoring pass, and its 2-D map.
+        assert t.meta["embedding_checkpoint"] == 2
+        assert sorted(t.embeddings["example_id"]) == sorted(t.confidence["example_id"])
+        assert {len(v) for v in t.embeddings["vector"]} == {64}
+        assert t.embeddings["umap_x"].null_count() == 0 and t.embeddings["umap_x"].n_unique() > 1
+        assert t.meta["projection"]["method"] == "umap"
         assert t.meta["finetune_config"]["n_checkpoints"] == 3
     base = load_file(str(Path(tiny_llama) / "model.safetensors"))
     last = load_file(str(ckpts[-1] / "model.safetensors"))

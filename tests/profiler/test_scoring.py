@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -131,3 +132,27 @@ def test_shared_prefix_reuse_is_exact(tmp_path, chat_tokenizer_dir, kind):
     for a, b in zip(shared.score_batch(items), plain.score_batch(items)):
         assert a.n_tokens == b.n_tokens
         assert a.mean_nll == pytest.approx(b.mean_nll, abs=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["llama", "gemma2"])
+def test_embeddings_are_mean_pooled_final_hidden_states(tmp_path, chat_tokenizer_dir, kind):
+    """Same pass as the score, independent of batching and of prefix sharing, equal to a plain forward's mean."""
+    path = build_tiny_model(kind, chat_tokenizer_dir, tmp_path / kind)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    tok, items = make_items(chat_tokenizer_dir, n=10, seed=4)
+    backbone, _ = causal_lm_parts(model)
+    with torch.no_grad():
+        ref = {
+            it.example_id: backbone(input_ids=torch.tensor([list(it.input_ids)])).last_hidden_state[0].mean(0)
+            for it in items
+        }
+    for share in (True, False):
+        scorer = TorchScorer(model, max_tokens=300, pad_token_id=tok.pad_token_id, share_prefix=share)
+        plain = {s.example_id: s for b in scorer.score(items, progress=False) for s in b}
+        embedded = {s.example_id: s for b in scorer.score(items, progress=False, embed=True) for s in b}
+        for it in items:
+            e = embedded[it.example_id]
+            assert e.embedding.dtype == np.float32 and e.embedding.shape == (model.config.hidden_size,)
+            np.testing.assert_allclose(e.embedding, ref[it.example_id].numpy(), atol=1e-5, rtol=1e-5)
+            assert e.nll_sum == pytest.approx(plain[it.example_id].nll_sum, abs=1e-6)
+            assert plain[it.example_id].embedding is None
