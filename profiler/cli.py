@@ -80,6 +80,26 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from profiler.table.compare import compare_tables
+
+    cmp = compare_tables(args.a, args.b)
+    if args.json:
+        print(json.dumps(cmp.to_dict(args.flips), indent=2, default=str))
+    else:
+        print(cmp.text(args.flips))
+    if args.flips_out:
+        cmp.flips.write_ndjson(args.flips_out)
+        print(f"wrote {cmp.flips.height} flipped examples to {args.flips_out}", file=sys.stderr)
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from dashboard.launch import run_dashboard
+
+    return run_dashboard(args.table, port=args.port, host=args.host, compare=args.compare)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from profiler.demo import run_demo
 
@@ -122,6 +142,21 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("table")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("compare", help="compare two profiles of the same data (correlation, split agreement, flips)")
+    p.add_argument("a", help="first table (A)")
+    p.add_argument("b", help="second table (B)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--flips", type=int, default=10, help="flipped examples to list")
+    p.add_argument("--flips-out", help="write all flipped examples to this JSONL file")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("dashboard", help="explore a table in the browser (Streamlit)")
+    p.add_argument("table")
+    p.add_argument("--port", type=int, default=8501, help="0 picks a free port")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: localhost only)")
+    p.add_argument("--compare", help="a second profile of the same data, for the compare page")
+    p.set_defaults(func=cmd_dashboard)
 
     from profiler.demo import add_demo_args
 

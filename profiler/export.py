@@ -30,6 +30,11 @@ def split_records(table_path: str | Path, split: str = "all") -> list[dict]:
             + "ORDER BY c.rank"
         )
         rows = t.con.execute(q, [] if split == "all" else [split]).fetchall()
+    return rows_to_records(rows)
+
+
+def rows_to_records(rows) -> list[dict]:
+    """``(record JSON, *CONF_COLUMNS values)`` rows -> the original records with the confidence columns added."""
     records = []
     for rec_json, *conf in rows:
         rec = json.loads(rec_json)
@@ -39,12 +44,22 @@ def split_records(table_path: str | Path, split: str = "all") -> list[dict]:
     return records
 
 
-def split_frame(table_path: str | Path, split: str = "all") -> pl.DataFrame:
-    """:func:`split_records` as a polars frame (columns missing from some records are null there)."""
-    records = split_records(table_path, split)
+def records_frame(records: list[dict]) -> pl.DataFrame:
+    """Records as a polars frame (columns missing from some records are null there)."""
     if not records:
         return pl.DataFrame({c: [] for c in CONF_COLUMNS})
     return pl.DataFrame(records, infer_schema_length=None)
+
+
+def split_frame(table_path: str | Path, split: str = "all") -> pl.DataFrame:
+    """:func:`split_records` as a polars frame."""
+    return records_frame(split_records(table_path, split))
+
+
+def write_jsonl(records: list[dict], f) -> None:
+    """Record by record, so each example keeps exactly its own fields (sources may differ in format)."""
+    for rec in records:
+        f.write(json.dumps(rec, ensure_ascii=False, default=str) + "\n")
 
 
 def export_split(table_path: str | Path, out: str | Path, *, split: str = "all", fmt: str = "jsonl") -> int:
@@ -54,11 +69,9 @@ def export_split(table_path: str | Path, out: str | Path, *, split: str = "all",
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "jsonl":
-        # Record by record, so each example keeps exactly its own fields (sources may differ in format).
         records = split_records(table_path, split)
         with out.open("w", encoding="utf-8") as f:
-            for rec in records:
-                f.write(json.dumps(rec, ensure_ascii=False, default=str) + "\n")
+            write_jsonl(records, f)
         return len(records)
     frame = split_frame(table_path, split)
     if fmt == "parquet":

@@ -1,0 +1,291 @@
+"""The dashboard's queries: pure functions over a read-only DuckDB connection, returning polars frames or dicts.
+
+Aggregation and sampling happen in DuckDB, so a page costs the same for 1k or 1M examples. Every value a user
+types reaches DuckDB as a parameter, never as SQL text.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from profiler.table.db import fetch_frame
+
+SPLIT_NAMES = ("confident", "unconfident", "unscored")  # 'unscored': rows with no confidence (bad rows, say)
+
+# One row per example: its text, status and confidence columns, and its map coordinates (never the vectors).
+BASE = """
+SELECT e.example_id, e.row_index, e.source, e.status, e.prompt, e.response, e.n_prompt_tokens,
+       e.n_response_tokens, e.truncated, c.confidence, c.mean_nll, c.variability,
+       coalesce(c.split, 'unscored') AS split, c.quantile_bin, c.rank, m.umap_x, m.umap_y
+FROM examples e
+LEFT JOIN confidence c USING (example_id)
+LEFT JOIN (SELECT example_id, umap_x, umap_y FROM embeddings) m USING (example_id)
+"""
+
+SORTABLE = ("rank", "confidence", "variability", "mean_nll", "row_index", "n_response_tokens", "source")
+
+
+@dataclass(frozen=True)
+class Filter:
+    """The explorer's filter; every page that lists examples applies it.
+
+    Empty tuples mean "any". ``search`` matches the prompt or response (case-insensitive substring) or an exact id;
+    ``ids`` is a selection (from the semantic map, say).
+    """
+
+    splits: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+    statuses: tuple[str, ...] = ()
+    conf_min: float | None = None
+    conf_max: float | None = None
+    search: str = ""
+    ids: tuple[str, ...] | None = None
+
+    def where(self) -> tuple[str, list[Any]]:
+        """A WHERE clause over :data:`BASE`'s columns and its parameters."""
+        parts, params = ["TRUE"], []
+        if self.splits:
+            parts.append("list_contains(?::VARCHAR[], split)")
+            params.append(list(self.splits))
+        if self.sources:
+            parts.append("list_contains(?::VARCHAR[], source)")
+            params.append(list(self.sources))
+        if self.statuses:
+            parts.append("list_contains(?::VARCHAR[], status)")
+            params.append(list(self.statuses))
+        if self.conf_min is not None:
+            parts.append("confidence >= ?")
+            params.append(float(self.conf_min))
+        if self.conf_max is not None:
+            parts.append("confidence <= ?")
+            params.append(float(self.conf_max))
+        if self.search:
+            parts.append(
+                "(contains(lower(coalesce(prompt, '')), lower(?)) OR contains(lower(coalesce(response, '')), lower(?))"
+                " OR example_id = ?)"
+            )
+            params += [self.search, self.search, self.search]
+        if self.ids is not None:
+            parts.append("list_contains(?::VARCHAR[], example_id)")
+            params.append(list(self.ids))
+        return " AND ".join(parts), params
+
+
+def _scalar(con: duckdb.DuckDBPyConnection, q: str, params: list | None = None) -> Any:
+    return con.execute(q, params or []).fetchone()[0]
+
+
+def meta(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+    return {k: json.loads(v) for k, v in con.execute("SELECT key, value FROM meta").fetchall()}
+
+
+def overview(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+    """Counts for the overview page."""
+    m = meta(con)
+    splits = dict(con.execute("SELECT split, count(*) FROM confidence GROUP BY 1").fetchall())
+    lo, med, hi = con.execute("SELECT min(confidence), median(confidence), max(confidence) FROM confidence").fetchone()
+    return {
+        "examples": _scalar(con, "SELECT count(*) FROM examples"),
+        "scored": _scalar(con, "SELECT count(*) FROM confidence"),
+        "confident": splits.get("confident", 0),
+        "unconfident": splits.get("unconfident", 0),
+        "checkpoints": _scalar(con, "SELECT count(*) FROM checkpoints"),
+        "embedded": _scalar(con, "SELECT count(*) FROM embeddings WHERE umap_x IS NOT NULL"),
+        "median_confidence": med,
+        "min_confidence": lo,
+        "max_confidence": hi,
+        "reference_model": m.get("reference_model"),
+        "created_at": m.get("created_at"),
+        "stage_seconds": m.get("stage_seconds") or {},
+        "projection": m.get("projection"),
+    }
+
+
+def status_counts(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    return fetch_frame(con, "SELECT status, count(*) AS examples FROM examples GROUP BY 1 ORDER BY 2 DESC, 1")
+
+
+def confidence_histogram(con: duckdb.DuckDBPyConnection, bins: int = 60) -> pl.DataFrame:
+    """Counts of confidence per (bin, split), binned in DuckDB: columns ``lo``, ``hi``, ``split``, ``count``."""
+    lo, hi = con.execute("SELECT min(confidence), max(confidence) FROM confidence").fetchone()
+    if lo is None:
+        return pl.DataFrame(schema={"lo": pl.Float64, "hi": pl.Float64, "split": pl.Utf8, "count": pl.Int64})
+    width = (hi - lo) / bins if hi > lo else 1.0
+    return fetch_frame(
+        con,
+        """
+        SELECT ? + b * ? AS lo, ? + (b + 1) * ? AS hi, split, count(*) AS count
+        FROM (SELECT least(CAST(floor((confidence - ?) / ?) AS BIGINT), ? - 1) AS b, split FROM confidence)
+        GROUP BY b, split ORDER BY b, split
+        """,
+        [lo, width, lo, width, lo, width, bins],
+    )
+
+
+def source_breakdown(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """Per source: examples, scored, split sizes, share confident, median confidence."""
+    return fetch_frame(
+        con,
+        """
+        SELECT e.source, count(*) AS examples, count(c.example_id) AS scored,
+               count(*) FILTER (WHERE c.split = 'confident') AS confident,
+               count(*) FILTER (WHERE c.split = 'unconfident') AS unconfident,
+               round(count(*) FILTER (WHERE c.split = 'confident') / greatest(count(c.example_id), 1), 4)
+                   AS share_confident,
+               median(c.confidence) AS median_confidence
+        FROM examples e LEFT JOIN confidence c USING (example_id)
+        GROUP BY 1 ORDER BY 1
+        """,
+    )
+
+
+def distinct_values(con: duckdb.DuckDBPyConnection, column: str) -> list[str]:
+    """Distinct sources or statuses (``column`` is chosen by code from a fixed set, never by the user)."""
+    if column not in ("source", "status"):
+        raise ValueError(f"no distinct values for {column!r}")
+    return [r[0] for r in con.execute(f"SELECT DISTINCT {column} FROM examples ORDER BY 1").fetchall()]
+
+
+def count(con: duckdb.DuckDBPyConnection, flt: Filter) -> int:
+    where, params = flt.where()
+    return _scalar(con, f"SELECT count(*) FROM ({BASE}) WHERE {where}", params)
+
+
+def sample_points(
+    con: duckdb.DuckDBPyConnection, flt: Filter, *, cap: int, seed: int = 0, need_map: bool = False
+) -> tuple[pl.DataFrame, int]:
+    """At most ``cap`` filtered, scored examples for a scatter (a seeded hash sample in DuckDB) and the total.
+
+    Returns columns for plotting and hovering; ``prompt`` is cut to 200 characters.
+    """
+    where, params = flt.where()
+    where += " AND confidence IS NOT NULL" + (" AND umap_x IS NOT NULL" if need_map else "")
+    total = _scalar(con, f"SELECT count(*) FROM ({BASE}) WHERE {where}", params)
+    frame = fetch_frame(
+        con,
+        f"""
+        SELECT example_id, source, split, confidence, variability, mean_nll, quantile_bin, umap_x, umap_y,
+               left(coalesce(prompt, ''), 200) AS prompt
+        FROM ({BASE}) WHERE {where}
+        ORDER BY hash(example_id, ?) LIMIT ?
+        """,
+        [*params, seed, cap],
+    )
+    return frame, total
+
+
+def explore(
+    con: duckdb.DuckDBPyConnection,
+    flt: Filter,
+    *,
+    sort: str = "rank",
+    descending: bool = False,
+    limit: int = 100,
+    offset: int = 0,
+) -> tuple[pl.DataFrame, int]:
+    """One page of the filtered examples, sorted, and the number that match."""
+    if sort not in SORTABLE:
+        raise ValueError(f"cannot sort by {sort!r}; choose one of {SORTABLE}")
+    where, params = flt.where()
+    total = _scalar(con, f"SELECT count(*) FROM ({BASE}) WHERE {where}", params)
+    frame = fetch_frame(
+        con,
+        f"""
+        SELECT example_id, source, split, confidence, variability, mean_nll, rank, status,
+               left(coalesce(prompt, ''), 160) AS prompt, left(coalesce(response, ''), 160) AS response
+        FROM ({BASE}) WHERE {where}
+        ORDER BY {sort} {"DESC" if descending else "ASC"} NULLS LAST, example_id LIMIT ? OFFSET ?
+        """,
+        [*params, int(limit), int(offset)],
+    )
+    return frame, total
+
+
+def example_detail(con: duckdb.DuckDBPyConnection, example_id: str) -> dict[str, Any] | None:
+    """Everything about one example: its row, messages, original record and per-checkpoint scores."""
+    frame = fetch_frame(
+        con,
+        f"SELECT b.*, e.messages, e.record, e.status_detail, e.source_file, e.file_row FROM ({BASE}) b "
+        "JOIN examples e USING (example_id) WHERE example_id = ?",
+        [example_id],
+    )
+    if frame.is_empty():
+        return None
+    row = frame.row(0, named=True)
+    row["messages"] = json.loads(row["messages"]) if row["messages"] else None
+    row["record"] = json.loads(row["record"]) if row["record"] else None
+    row["scores"] = fetch_frame(
+        con,
+        "SELECT s.checkpoint_id, k.step, k.fraction, s.perplexity, s.mean_nll, s.n_tokens "
+        "FROM scores s JOIN checkpoints k USING (checkpoint_id) WHERE s.example_id = ? ORDER BY s.checkpoint_id",
+        [example_id],
+    )
+    return row
+
+
+def checkpoint_labels(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    return fetch_frame(con, "SELECT checkpoint_id, step, fraction FROM checkpoints ORDER BY checkpoint_id")
+
+
+def trajectories(con: duckdb.DuckDBPyConnection, ids: list[str]) -> pl.DataFrame:
+    """Perplexity of the given examples at each checkpoint."""
+    return fetch_frame(
+        con,
+        """
+        SELECT s.example_id, s.checkpoint_id, k.step, k.fraction, s.perplexity, c.split
+        FROM scores s JOIN checkpoints k USING (checkpoint_id) LEFT JOIN confidence c USING (example_id)
+        WHERE list_contains(?::VARCHAR[], s.example_id) ORDER BY s.example_id, s.checkpoint_id
+        """,
+        [list(ids)],
+    )
+
+
+def decile_trajectories(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """Per confidence bin and checkpoint: median and quartiles of perplexity (bin 0 = least confident)."""
+    return fetch_frame(
+        con,
+        """
+        SELECT c.quantile_bin, s.checkpoint_id, k.step, k.fraction, count(*) AS examples,
+               median(s.perplexity) AS median_ppl, quantile_cont(s.perplexity, 0.25) AS q25,
+               quantile_cont(s.perplexity, 0.75) AS q75
+        FROM scores s JOIN confidence c USING (example_id) JOIN checkpoints k USING (checkpoint_id)
+        GROUP BY ALL ORDER BY 1, 2
+        """,
+    )
+
+
+def export_rows(con: duckdb.DuckDBPyConnection, flt: Filter, split: str) -> list[tuple]:
+    """(record JSON, confidence columns...) of the filtered examples of ``split``, most confident first."""
+    if split not in ("confident", "unconfident"):
+        raise ValueError(f"export a confident or unconfident split, not {split!r}")
+    where, params = flt.where()
+    return con.execute(
+        f"""
+        SELECT e.record, b.example_id, b.source, b.confidence, b.mean_nll, b.variability, b.split, b.quantile_bin
+        FROM ({BASE}) b JOIN examples e USING (example_id)
+        WHERE {where} AND b.split = ? ORDER BY b.rank
+        """,
+        [*params, split],
+    ).fetchall()
+
+
+def export_file(con: duckdb.DuckDBPyConnection, flt: Filter, split: str, fmt: str) -> tuple[bytes, int]:
+    """The filtered examples of ``split`` as a JSONL or Parquet file (original fields + confidence columns)."""
+    from profiler.export import records_frame, rows_to_records, write_jsonl
+
+    records = rows_to_records(export_rows(con, flt, split))
+    if fmt == "jsonl":
+        buf = io.StringIO()
+        write_jsonl(records, buf)
+        return buf.getvalue().encode("utf-8"), len(records)
+    if fmt == "parquet":
+        out = io.BytesIO()
+        records_frame(records).write_parquet(out)
+        return out.getvalue(), len(records)
+    raise ValueError(f"export format must be jsonl or parquet, got {fmt!r}")

@@ -1,0 +1,142 @@
+"""What the pages share: the open tables, cached queries, and the global filter (sidebar).
+
+The launcher passes the table paths in the environment (``SFTMIX_TABLE``, ``SFTMIX_COMPARE``), which also works
+under ``streamlit.testing``. Connections are read-only; each query runs on its own cursor (thread-safe).
+"""
+
+from __future__ import annotations
+
+import os
+
+import duckdb
+import polars as pl
+import streamlit as st
+
+from dashboard import queries
+from dashboard.queries import Filter
+from profiler.table.reader import open_table
+
+TABLE_ENV = "SFTMIX_TABLE"
+COMPARE_ENV = "SFTMIX_COMPARE"
+POINT_CAP = 20_000  # points drawn per scatter by default (WebGL copes with more; the slider goes to 200k)
+
+
+def table_path() -> str:
+    path = os.environ.get(TABLE_ENV)
+    if not path:
+        st.error(f"No table given: start the dashboard with `sftmix dashboard run.duckdb` (or set {TABLE_ENV}).")
+        st.stop()
+    return path
+
+
+def compare_path() -> str | None:
+    return os.environ.get(COMPARE_ENV) or None
+
+
+@st.cache_resource(show_spinner=False)
+def _connection(path: str) -> duckdb.DuckDBPyConnection:
+    open_table(path).close()  # checks that it is an sftmix table of a readable schema version
+    return duckdb.connect(path, read_only=True)
+
+
+def cursor(path: str | None = None) -> duckdb.DuckDBPyConnection:
+    return _connection(path or table_path()).cursor()
+
+
+# --- cached queries (keyed by the table path and the arguments) ---------------------------------------------
+@st.cache_data(show_spinner=False)
+def overview(path: str) -> dict:
+    return queries.overview(cursor(path))
+
+
+@st.cache_data(show_spinner=False)
+def status_counts(path: str) -> pl.DataFrame:
+    return queries.status_counts(cursor(path))
+
+
+@st.cache_data(show_spinner=False)
+def histogram(path: str, bins: int) -> pl.DataFrame:
+    return queries.confidence_histogram(cursor(path), bins)
+
+
+@st.cache_data(show_spinner=False)
+def source_breakdown(path: str) -> pl.DataFrame:
+    return queries.source_breakdown(cursor(path))
+
+
+@st.cache_data(show_spinner=False)
+def distinct_values(path: str, column: str) -> list[str]:
+    return queries.distinct_values(cursor(path), column)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def sample_points(path: str, flt: Filter, cap: int, need_map: bool) -> tuple[pl.DataFrame, int]:
+    return queries.sample_points(cursor(path), flt, cap=cap, need_map=need_map)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def explore(path: str, flt: Filter, sort: str, descending: bool, limit: int, offset: int) -> tuple[pl.DataFrame, int]:
+    return queries.explore(cursor(path), flt, sort=sort, descending=descending, limit=limit, offset=offset)
+
+
+@st.cache_data(show_spinner=False)
+def decile_trajectories(path: str) -> pl.DataFrame:
+    return queries.decile_trajectories(cursor(path))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def trajectories(path: str, ids: tuple[str, ...]) -> pl.DataFrame:
+    return queries.trajectories(cursor(path), list(ids))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def export_file(path: str, flt: Filter, split: str, fmt: str) -> tuple[bytes, int]:
+    return queries.export_file(cursor(path), flt, split, fmt)
+
+
+@st.cache_data(show_spinner=False)
+def comparison(a: str, b: str):
+    from profiler.table.compare import compare_tables
+
+    return compare_tables(a, b)
+
+
+# --- the global filter ----------------------------------------------------------------------------------------
+def selected_ids() -> tuple[str, ...] | None:
+    return st.session_state.get("selected_ids")
+
+
+def filter_sidebar(path: str) -> Filter:
+    """The filter widgets (in the sidebar on every page) and the :class:`Filter` they define."""
+    ov = overview(path)
+    sb = st.sidebar
+    sb.header("Filter")
+    splits = sb.multiselect("Split", list(queries.SPLIT_NAMES), key="f_splits")
+    sources = sb.multiselect("Source", distinct_values(path, "source"), key="f_sources")
+    statuses = sb.multiselect("Status", distinct_values(path, "status"), key="f_statuses")
+    lo, hi = ov["min_confidence"], ov["max_confidence"]
+    conf_min = conf_max = None
+    if lo is not None and hi is not None and hi > lo:
+        conf_min, conf_max = sb.slider("Confidence", float(lo), float(hi), (float(lo), float(hi)), key="f_conf")
+        if conf_min <= lo and conf_max >= hi:
+            conf_min = conf_max = None  # the full range: keep unscored rows too
+    search = sb.text_input("Search text or example id", key="f_search").strip()
+    ids = selected_ids()
+    if ids is not None:
+        sb.caption(f"{len(ids):,} examples selected on the semantic map")
+        if sb.button("Clear the map selection"):
+            st.session_state.pop("selected_ids", None)
+            ids = None
+    return Filter(
+        splits=tuple(splits),
+        sources=tuple(sources),
+        statuses=tuple(statuses),
+        conf_min=conf_min,
+        conf_max=conf_max,
+        search=search,
+        ids=ids,
+    )
+
+
+def current_filter() -> Filter:
+    return st.session_state.get("filter", Filter())

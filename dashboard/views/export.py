@@ -1,0 +1,25 @@
+"""Export: download the confident or unconfident split of the current filter, as JSONL or Parquet."""
+
+import streamlit as st
+
+from dashboard import state
+
+path = state.table_path()
+flt = state.current_filter()
+st.title("Export")
+split = st.radio("Split", ["confident", "unconfident"], horizontal=True, key="exp_split")
+fmt = st.radio("Format", ["jsonl", "parquet"], horizontal=True, key="exp_fmt")
+data, n = state.export_file(path, flt, split, fmt)
+st.write(f"{n:,} {split} examples match the filter.")
+st.caption(
+    "Each record is the original example's fields plus example_id, source, confidence, mean_nll, "
+    "variability, split and quantile_bin; most confident first."
+)
+if n:
+    st.download_button(
+        f"Download {n:,} examples ({fmt})",
+        data=data,
+        file_name=f"{split}.{fmt}",
+        mime="application/jsonl" if fmt == "jsonl" else "application/vnd.apache.parquet",
+        key="exp_download",
+    )

@@ -1,0 +1,32 @@
+"""Overview: counts, split sizes, statuses, the confidence histogram with the median, the split per source."""
+
+import streamlit as st
+
+from dashboard import figures, state
+
+path = state.table_path()
+ov = state.overview(path)
+st.title("Overview")
+st.caption(f"Reference model: {ov['reference_model']} · profiled {ov['created_at']} · whole table (no filter)")
+cols = st.columns(5)
+cols[0].metric("Examples", f"{ov['examples']:,}")
+cols[1].metric("Scored", f"{ov['scored']:,}")
+cols[2].metric("Confident", f"{ov['confident']:,}")
+cols[3].metric("Unconfident", f"{ov['unconfident']:,}")
+cols[4].metric("Checkpoints", ov["checkpoints"])
+if ov["median_confidence"] is None:
+    st.info("No confidence yet: the profile has not finished scoring.")
+else:
+    st.plotly_chart(figures.confidence_histogram(state.histogram(path, 60), ov["median_confidence"]), width="stretch")
+left, right = st.columns(2)
+with left:
+    st.subheader("Status")
+    st.dataframe(state.status_counts(path), hide_index=True)
+with right:
+    st.subheader("Sources")
+    st.dataframe(state.source_breakdown(path), hide_index=True)
+breakdown = state.source_breakdown(path)
+if breakdown.height > 1:
+    st.plotly_chart(figures.source_bars(breakdown), width="stretch")
+if ov["stage_seconds"]:
+    st.caption("Stage times: " + ", ".join(f"{k} {v:.1f}s" for k, v in ov["stage_seconds"].items()))
