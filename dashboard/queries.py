@@ -268,8 +268,8 @@ def export_rows(con: duckdb.DuckDBPyConnection, flt: Filter, split: str) -> list
     return con.execute(
         f"""
         SELECT e.record, b.example_id, b.source, b.confidence, b.mean_nll, b.variability, b.split, b.quantile_bin
-        FROM ({BASE}) b JOIN examples e USING (example_id)
-        WHERE {where} AND b.split = ? ORDER BY b.rank
+        FROM (SELECT * FROM ({BASE}) WHERE {where} AND split = ?) b JOIN examples e USING (example_id)
+        ORDER BY b.rank
         """,
         [*params, split],
     ).fetchall()

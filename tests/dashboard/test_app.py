@@ -1,0 +1,161 @@
+"""Every page of the Streamlit app, run headless with streamlit.testing on a real profile."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import duckdb
+from streamlit.testing.v1 import AppTest
+
+from dashboard.state import COMPARE_ENV, TABLE_ENV
+from dashboard.synthetic import write_synthetic_profile
+from tests.dashboard.conftest import N_BAD, N_CHAT, N_FAQ
+
+APP = str(Path(__file__).parents[2] / "dashboard" / "app.py")
+N_OK = N_FAQ + N_CHAT
+
+
+def app(monkeypatch, table, compare=None) -> AppTest:
+    monkeypatch.setenv(TABLE_ENV, str(table))
+    if compare:
+        monkeypatch.setenv(COMPARE_ENV, str(compare))
+    else:
+        monkeypatch.delenv(COMPARE_ENV, raising=False)
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def goto(at: AppTest, page: str) -> AppTest:
+    at.switch_page(f"views/{page}.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def captions(at: AppTest) -> str:
+    return "\n".join(c.value for c in at.caption)
+
+
+def test_overview(monkeypatch, small_profile):
+    at = app(monkeypatch, small_profile)
+    assert at.title[0].value == "Overview"
+    assert metrics(at) == {
+        "Examples": str(N_OK + N_BAD),
+        "Scored": str(N_OK),
+        "Confident": str(N_OK // 2),
+        "Unconfident": str(N_OK - N_OK // 2),
+        "Checkpoints": "3",
+    }
+    status, sources = at.dataframe[0].value, at.dataframe[1].value
+    assert dict(zip(status["status"], status["examples"])) == {"ok": N_OK, "empty_field": N_BAD}
+    assert sorted(sources["source"]) == ["chat", "faq"]
+    assert "Stage times" in captions(at)
+
+
+def test_data_map_and_semantic_map(monkeypatch, small_profile):
+    at = goto(app(monkeypatch, small_profile), "data_map")
+    assert at.title[0].value == "Data map"
+    assert f"Showing {N_OK} of {N_OK} scored examples" in captions(at)
+    at.slider(key="map_cap").set_value(1000).run()
+    assert not at.exception
+    goto(at, "semantic_map")
+    assert at.title[0].value == "Semantic map"
+    assert f"UMAP of mean-pooled final hidden states · showing {N_OK} of {N_OK}" in captions(at)
+    at.radio(key="sem_color").set_value("confidence").run()
+    assert not at.exception
+    # The sidebar filter narrows the maps.
+    at.sidebar.multiselect(key="f_sources").set_value(["chat"]).run()
+    assert f"showing {N_CHAT} of {N_CHAT}" in captions(at)
+
+
+def test_map_selection_filters_the_explorer(monkeypatch, small_profile):
+    at = app(monkeypatch, small_profile)
+    con = duckdb.connect(str(small_profile), read_only=True)
+    picked = tuple(r[0] for r in con.execute("SELECT example_id FROM confidence ORDER BY rank LIMIT 5").fetchall())
+    con.close()
+    at.session_state["selected_ids"] = picked  # what a lasso on the semantic map stores
+    goto(at, "explorer")
+    assert "5 examples match the filter" in captions(at)
+    assert set(at.dataframe[0].value["example_id"]) == set(picked)
+    assert "5 examples selected on the semantic map" in "\n".join(c.value for c in at.sidebar.caption)
+    at.sidebar.button[0].click().run()  # clear the selection
+    assert f"{N_OK + N_BAD} examples match the filter" in captions(at)
+
+
+def test_dynamics(monkeypatch, small_profile):
+    at = goto(app(monkeypatch, small_profile), "dynamics")
+    assert at.title[0].value == "Training dynamics"
+    assert "30 examples traced" in captions(at)
+    at.slider(key="dyn_n").set_value(5).run()
+    assert "5 examples traced" in captions(at)
+
+
+def test_explorer_filters_sort_detail_and_sql_search(monkeypatch, small_profile):
+    at = goto(app(monkeypatch, small_profile), "explorer")
+    assert f"{N_OK + N_BAD} examples match the filter" in captions(at)
+    table = at.dataframe[0].value
+    assert list(table["rank"][:N_OK]) == list(range(N_OK))  # sorted by rank, unscored last
+    assert metrics(at)["Split"] == "confident" and metrics(at)["Rank"] == "0"
+    at.selectbox(key="ex_sort").set_value("confidence").run()
+    at.toggle(key="ex_desc").set_value(True).run()
+    conf = list(at.dataframe[0].value["confidence"].dropna())
+    assert conf == sorted(conf, reverse=True)
+    at.sidebar.multiselect(key="f_splits").set_value(["unscored"]).run()
+    assert f"{N_BAD} examples match the filter" in captions(at)
+    assert any("empty" in w.value for w in at.warning)  # the bad row's reason, with file and row
+    at.sidebar.multiselect(key="f_splits").set_value([]).run()
+    # SQL-looking search text is matched literally; nothing breaks and nothing leaks.
+    at.sidebar.text_input(key="f_search").input("'; DROP TABLE examples; --").run()
+    assert not at.exception
+    assert "1 examples match the filter" in captions(at)
+    at.sidebar.text_input(key="f_search").input("' OR '1'='1").run()
+    assert not at.exception and "0 examples match the filter" in captions(at)
+    at.sidebar.text_input(key="f_search").input("").run()
+    assert f"{N_OK + N_BAD} examples match the filter" in captions(at)  # the table is intact
+
+
+def test_export(monkeypatch, small_profile):
+    at = goto(app(monkeypatch, small_profile), "export")
+    assert f"{N_OK // 2} confident examples match the filter." in [m.value for m in at.markdown]
+    at.sidebar.multiselect(key="f_sources").set_value(["chat"]).run()
+    at.radio(key="exp_split").set_value("unconfident").run()
+    at.radio(key="exp_fmt").set_value("parquet").run()
+    assert not at.exception
+    text = [m.value for m in at.markdown if "unconfident examples match" in m.value][0]
+    assert 0 < int(text.split()[0]) < N_CHAT
+
+
+def test_compare_page(monkeypatch, small_profile, other_profile):
+    at = goto(app(monkeypatch, small_profile, other_profile), "compare")
+    m = metrics(at)
+    assert m["Common examples"] == str(N_OK)
+    assert -1.0 <= float(m["Spearman"]) <= 1.0 and m["Split agreement"].endswith("%")
+    assert "examples change split" in at.subheader[0].value
+
+
+def test_first_page_of_a_200k_profile_within_5s(monkeypatch, tmp_path):
+    big = write_synthetic_profile(tmp_path / "big.duckdb", 200_000)
+    import dashboard.figures  # noqa: F401  (imports warm, as in a served app after its first page)
+
+    t0 = time.perf_counter()
+    at = app(monkeypatch, big)
+    elapsed = time.perf_counter() - t0
+    assert metrics(at)["Examples"] == "200,000"
+    assert elapsed < 5.0, f"first page took {elapsed:.1f}s"
+    t0 = time.perf_counter()
+    goto(at, "semantic_map")
+    assert "showing 20,000 of 199,799" in captions(at)  # the cap, shown
+    print(f"200k profile: overview {elapsed:.2f}s, semantic map {time.perf_counter() - t0:.2f}s")
+
+
+def test_no_table_gives_a_clear_message(monkeypatch):
+    monkeypatch.delenv(TABLE_ENV, raising=False)
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.run()
+    assert "sftmix dashboard run.duckdb" in at.error[0].value
