@@ -123,7 +123,7 @@ def scatter(
             )
         )
     fig.update_layout(dragmode="lasso", height=600)
-    return _layout(fig, title, x_title or x, y_title or y)
+    return _layout(fig, title, x if x_title is None else x_title, y if y_title is None else y_title)
 
 
 def _wrap(text: str, width: int = 60) -> str:

@@ -20,7 +20,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def dashboard_command(table: str | Path, *, port: int = 8501, host: str = "127.0.0.1") -> list[str]:
+def dashboard_command(*, port: int = 8501, host: str = "127.0.0.1") -> list[str]:
     """The ``streamlit run`` command line (without the environment that names the tables)."""
     return [
         sys.executable,
@@ -40,6 +40,8 @@ def dashboard_command(table: str | Path, *, port: int = 8501, host: str = "127.0
         "false",
         "--global.developmentMode",
         "false",
+        "--client.toolbarMode",
+        "viewer",
     ]
 
 
@@ -69,6 +71,6 @@ def run_dashboard(
     port = port or free_port(host)
     print(f"sftmix dashboard: http://{host}:{port}  (Ctrl-C stops it)", flush=True)
     try:
-        return subprocess.call(dashboard_command(table, port=port, host=host), env=env)
+        return subprocess.call(dashboard_command(port=port, host=host), env=env)
     except KeyboardInterrupt:
         return 0

@@ -160,7 +160,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     from profiler.demo import add_demo_args
 
-    p = sub.add_parser("demo", help="score the packaged data with the packaged SmolLM2-135M and print the table")
+    p = sub.add_parser("demo", help="profile the packaged data with SmolLM2-135M, then open the dashboard")
     add_demo_args(p)
     p.set_defaults(func=cmd_demo)
     return parser

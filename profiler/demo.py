@@ -17,6 +17,13 @@ def add_demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto")
+    p.add_argument(
+        "--dashboard",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="open the dashboard on the table when done (default; Ctrl-C stops it)",
+    )
+    p.add_argument("--port", type=int, default=8501, help="dashboard port (0: a free one)")
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -44,4 +51,10 @@ def run_demo(args: argparse.Namespace) -> int:
     t1 = time.perf_counter()
     out = run_profile(score_cfg, ft_cfg)
     print(f"profiled in {time.perf_counter() - t1:.1f}s\n")
-    return print_info(out)
+    print_info(out)
+    if not args.dashboard:
+        return 0
+    from dashboard.launch import run_dashboard
+
+    print(f"\nopening the dashboard (or later: sftmix dashboard {out})")
+    return run_dashboard(out, port=args.port)
