@@ -1,4 +1,9 @@
-"""sftmix dashboard: a Streamlit app over a confidence table.
+"""sftmix dashboard: a Streamlit app over a confidence table (``sftmix dashboard run.duckdb``).
 
-Not built yet: tracked as its own work item. It will read profiles only through :func:`profiler.open_table`.
+Pages (``views/``) are thin; queries (:mod:`dashboard.queries`) and figures (:mod:`dashboard.figures`) are pure
+functions over a read-only DuckDB connection.
 """
+
+# The launcher names the tables in the environment (this also works under streamlit.testing).
+TABLE_ENV = "SFTMIX_TABLE"
+COMPARE_ENV = "SFTMIX_COMPARE"

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from dashboard import COMPARE_ENV, TABLE_ENV
 from profiler.errors import SftmixError
 from profiler.table.reader import open_table
 
@@ -47,8 +48,6 @@ def dashboard_command(*, port: int = 8501, host: str = "127.0.0.1") -> list[str]
 
 def dashboard_env(table: str | Path, compare: str | Path | None = None) -> dict[str, str]:
     """The environment naming the tables, after checking that each opens as an sftmix table."""
-    from dashboard.state import COMPARE_ENV, TABLE_ENV
-
     env = dict(os.environ)
     for name, path in ((TABLE_ENV, table), (COMPARE_ENV, compare)):
         if path is None:

@@ -12,12 +12,10 @@ import duckdb
 import polars as pl
 import streamlit as st
 
-from dashboard import queries
+from dashboard import COMPARE_ENV, TABLE_ENV, queries
 from dashboard.queries import Filter
 from profiler.table.reader import open_table
 
-TABLE_ENV = "SFTMIX_TABLE"
-COMPARE_ENV = "SFTMIX_COMPARE"
 POINT_CAP = 20_000  # points drawn per scatter by default (WebGL copes with more; the slider goes to 200k)
 
 

@@ -94,6 +94,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_merge(args: argparse.Namespace) -> int:
+    from profiler.shards import merge_parts
+
+    out = merge_parts(
+        args.out, args.parts or None, n_bins=args.n_bins, projection=args.projection, projection_seed=args.seed
+    )
+    return print_info(str(out))
+
+
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from dashboard.launch import run_dashboard
 
@@ -150,6 +159,14 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--flips", type=int, default=10, help="flipped examples to list")
     p.add_argument("--flips-out", help="write all flipped examples to this JSONL file")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("merge", help="merge the part files of `sftmix score --shard i/N` into one table")
+    p.add_argument("out", help="the merged table; its parts are OUT-STEM.part-i-of-N.duckdb beside it by default")
+    p.add_argument("parts", nargs="*", help="part files (default: found beside OUT)")
+    p.add_argument("--n-bins", type=int, default=10, help="quantile bins of confidence")
+    p.add_argument("--projection", choices=["auto", "umap", "pca", "none"], default="auto")
+    p.add_argument("--seed", type=int, default=0, help="seed of the projection")
+    p.set_defaults(func=cmd_merge)
 
     p = sub.add_parser("dashboard", help="explore a table in the browser (Streamlit)")
     p.add_argument("table")

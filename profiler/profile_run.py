@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from profiler.checkpoints import check_compatible, discover_checkpoints
-from profiler.errors import TableError
+from profiler.errors import SftmixError, TableError
 from profiler.finetune import FinetuneConfig, finetune
 from profiler.score_run import (
     ScoreConfig,
@@ -100,6 +100,11 @@ def run_profile(
         checkpoints_from: score a user's existing checkpoints instead of fine-tuning.
         fail_after_checkpoints: testing hook; crash right after saving that many checkpoints.
     """
+    if score_cfg.shard or score_cfg.workers != 1:
+        raise SftmixError(
+            "profile fine-tunes in one job; to spread the scoring, run `sftmix score --checkpoint DIR --shard i/N` "
+            "(or --workers N) on its checkpoints"
+        )
     progress = score_cfg.progress
     t = time.perf_counter()
     _stage(1, "loading and rendering data", progress)

@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from profiler import __version__
@@ -20,10 +20,11 @@ from profiler.confidence import compute_confidence
 from profiler.data.load import LoadedRow, load_examples, record_json
 from profiler.data.render import TEMPLATES, RenderedExample, Renderer
 from profiler.embed import project_table
-from profiler.errors import DataError
+from profiler.errors import DataError, SftmixError
 from profiler.models import load_causal_lm, load_tokenizer, resolve_device, resolve_dtype
 from profiler.scoring.base import ScoreItem
 from profiler.scoring.torch_backend import TorchScorer
+from profiler.shards import in_shard, parse_shard, part_path
 from profiler.table.writer import CheckpointInfo, TableWriter
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,14 @@ class ScoreConfig:
         default=50_000, metadata={"help": "fit the projection on at most this many examples, transform the rest"}
     )
     projection_seed: int = field(default=0, metadata={"help": "seed of the projection"})
+    shard: str | None = field(
+        default=None,
+        metadata={"help": "i/N: score only shard i of N into OUT's part file (combine the parts with `sftmix merge`)"},
+    )
+    workers: int = field(
+        default=1,
+        metadata={"help": "scoring workers on this node, worker k on cuda:k, merged at the end; 0: one per GPU"},
+    )
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
 
     def __post_init__(self) -> None:
@@ -100,6 +109,9 @@ class ScoreConfig:
             raise ValueError(f"unknown backend {self.backend!r}; available: torch")
         if self.projection not in ("auto", "umap", "pca", "none"):
             raise ValueError(f"projection must be auto, umap, pca or none, got {self.projection!r}")
+        parse_shard(self.shard)  # raises on a malformed spec
+        if self.workers < 0 or (self.workers != 1 and self.shard):
+            raise ValueError("workers must be >= 0, and --shard runs one worker (drop --workers)")
         if self.max_length < 2 or (self.max_tokens is not None and self.max_tokens < 1):
             raise ValueError("max_length must be >= 2 and max_tokens >= 1")
 
@@ -243,6 +255,9 @@ def score_checkpoints(
     dtype = resolve_dtype(cfg.dtype, device)
     ckpt_ids = table.register_checkpoints(checkpoints)
     items = prepared.ok_items()
+    shard = parse_shard(cfg.shard)
+    if shard:
+        items = [it for it in items if in_shard(it.example_id, *shard)]
     base = None
     written = 0
     for i, (info, cid) in enumerate(zip(checkpoints, ckpt_ids)):
@@ -293,15 +308,72 @@ def finish_projection(table: TableWriter, cfg: ScoreConfig) -> None:
 def run_score(cfg: ScoreConfig, *, stop_after_batches: int | None = None) -> str:
     """Score every usable example at every checkpoint and write the confidence table.
 
-    Re-running with the same ``out`` resumes: (example, checkpoint) pairs already scored are skipped.
+    Re-running with the same ``out`` resumes: (example, checkpoint) pairs already scored are skipped. With
+    ``cfg.shard`` only that slice is scored, into a part file (no confidence until `sftmix merge`); with
+    ``cfg.workers`` other than 1, one worker process per shard runs on this node and the parts are merged.
 
     Returns:
-        The table path.
+        The table (or part file) path.
     """
+    if cfg.workers != 1:
+        return run_workers(cfg)
+    shard = parse_shard(cfg.shard)
     prepared = prepare_data(cfg)
     checkpoints = discover_checkpoints(cfg.model, cfg.checkpoints)
-    with open_run(cfg, prepared) as table:
+    out = str(part_path(cfg.out, *shard)) if shard else cfg.out
+    with open_run(replace(cfg, out=out), prepared) as table:
+        if shard:
+            table.set_meta({"shard": {"index": shard[0], "count": shard[1]}, "shard_complete": False})
         ids = score_checkpoints(table, cfg, prepared, checkpoints, stop_after_batches=stop_after_batches)
+        if shard:
+            table.set_meta({"shard_complete": True})
+            return out
         finish_confidence(table, ids, cfg.n_bins)
         finish_projection(table, cfg)
+    return out
+
+
+def run_workers(cfg: ScoreConfig) -> str:
+    """One scoring process per shard on this node (worker k on GPU k), then the parts merged into ``cfg.out``."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    from profiler.shards import merge_parts
+
+    n_gpus = torch.cuda.device_count()
+    on_gpu = cfg.device in ("auto", "cuda") and n_gpus > 0
+    n = cfg.workers or n_gpus
+    if n < 1:
+        raise SftmixError("--workers 0 means one worker per GPU, and no GPU is visible; give a number")
+    threads = 0 if on_gpu else max(1, (os.cpu_count() or 1) // n)
+    procs = []
+    with tempfile.TemporaryDirectory(prefix="sftmix-workers-") as tmp:
+        for k in range(n):
+            device = f"cuda:{k % n_gpus}" if on_gpu else cfg.device
+            wcfg = replace(cfg, shard=f"{k}/{n}", workers=1, device=device, progress=cfg.progress and k == 0)
+            spec = Path(tmp) / f"worker-{k}.json"
+            spec.write_text(json.dumps(asdict(wcfg)), encoding="utf-8")
+            procs.append(subprocess.Popen([sys.executable, "-m", "profiler.worker", str(spec), str(threads)]))
+        for p in procs:
+            p.wait()
+    failed = [k for k, p in enumerate(procs) if p.returncode != 0]
+    if failed:
+        raise SftmixError(
+            f"scoring worker(s) {failed} of {n} failed; re-run the same command (finished shards are kept) "
+            f"or one shard alone with --shard k/{n}"
+        )
+    parts = [part_path(cfg.out, k, n) for k in range(n)]
+    merge_parts(
+        cfg.out,
+        parts,
+        n_bins=cfg.n_bins,
+        projection=cfg.projection if cfg.embed else "none",
+        projection_seed=cfg.projection_seed,
+        projection_sample=cfg.projection_sample,
+    )
     return cfg.out

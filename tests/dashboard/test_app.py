@@ -8,7 +8,7 @@ from pathlib import Path
 import duckdb
 from streamlit.testing.v1 import AppTest
 
-from dashboard.state import COMPARE_ENV, TABLE_ENV
+from dashboard import COMPARE_ENV, TABLE_ENV
 from dashboard.synthetic import write_synthetic_profile
 from tests.dashboard.conftest import N_BAD, N_CHAT, N_FAQ
 

@@ -1,0 +1,54 @@
+"""Dashboard page times on a synthetic profile: each page's script run (queries + figures), warm imports.
+
+    python benchmarks/bench_dashboard.py --n 200000
+
+Prints one line per page: the first run (cold caches) and a re-run (cached queries, as on a rerun in the browser).
+Browser rendering adds to this; the real-browser test prints its own first-page time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from dashboard.synthetic import write_synthetic_profile
+
+APP = str(Path(__file__).parents[1] / "dashboard" / "app.py")
+PAGES = ["overview", "data_map", "semantic_map", "dynamics", "explorer", "export"]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=200_000)
+    p.add_argument("--table", help="an existing table instead of a synthetic one")
+    args = p.parse_args()
+    from streamlit.testing.v1 import AppTest
+
+    import dashboard.figures  # noqa: F401  (warm imports, as in a served app)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        table = args.table
+        if table is None:
+            t0 = time.perf_counter()
+            table = str(write_synthetic_profile(Path(tmp) / "synthetic.duckdb", args.n))
+            print(f"synthetic profile of {args.n:,} examples written in {time.perf_counter() - t0:.1f}s")
+        os.environ["SFTMIX_TABLE"] = table
+        at = AppTest.from_file(APP, default_timeout=120)
+        for page in PAGES:
+            if page != "overview":
+                at.switch_page(f"views/{page}.py")
+            t0 = time.perf_counter()
+            at.run()
+            first = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            at.run()
+            again = time.perf_counter() - t0
+            errors = [str(e.value)[:200] for e in at.exception]
+            print(f"{page:14} first {first:6.2f}s   rerun {again:6.2f}s" + (f"   ERRORS {errors}" if errors else ""))
+
+
+if __name__ == "__main__":
+    main()
