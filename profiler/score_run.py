@@ -59,7 +59,15 @@ class ScoreConfig:
         default="raise",
         metadata={"help": "raise, or skip (bad rows kept with their reason)", "choices": ["raise", "skip"]},
     )
-    backend: str = field(default="torch", metadata={"help": "scoring backend", "choices": ["torch"]})
+    backend: str = field(
+        default="auto",
+        metadata={
+            "help": "scoring backend: auto (vLLM if installed and on a GPU, else torch), torch or vllm",
+            "choices": ["auto", "torch", "vllm"],
+        },
+    )
+    tensor_parallel_size: int = field(default=1, metadata={"help": "vLLM: GPUs per engine"})
+    gpu_memory_utilization: float = field(default=0.9, metadata={"help": "vLLM: fraction of GPU memory to use"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:1, ..."})
     dtype: str = field(
         default="auto",
@@ -105,8 +113,8 @@ class ScoreConfig:
             raise ValueError(f"template must be one of {TEMPLATES}, got {self.template!r}")
         if self.on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {self.on_error!r}")
-        if self.backend != "torch":
-            raise ValueError(f"unknown backend {self.backend!r}; available: torch")
+        if self.backend not in ("auto", "torch", "vllm"):
+            raise ValueError(f"unknown backend {self.backend!r}; choose auto, torch or vllm")
         if self.projection not in ("auto", "umap", "pca", "none"):
             raise ValueError(f"projection must be auto, umap, pca or none, got {self.projection!r}")
         parse_shard(self.shard)  # raises on a malformed spec
@@ -258,41 +266,116 @@ def score_checkpoints(
     shard = parse_shard(cfg.shard)
     if shard:
         items = [it for it in items if in_shard(it.example_id, *shard)]
+    backend = resolve_backend(cfg.backend, device)
+    vllm_pool = _VllmPool(cfg, dtype, items, checkpoints) if backend == "vllm" else None
     base = None
     written = 0
-    for i, (info, cid) in enumerate(zip(checkpoints, ckpt_ids)):
-        embed = cfg.embed and i == len(checkpoints) - 1  # embeddings come from the last checkpoint's pass
-        done = table.scored_ids(cid)
-        if embed:
-            done &= table.embedded_ids()
-            table.set_meta({"embedding_checkpoint": cid})
-        todo = [it for it in items if it.example_id not in done]
-        if todo:
-            if info.kind == "adapter":
-                from peft import PeftModel
+    try:
+        for i, (info, cid) in enumerate(zip(checkpoints, ckpt_ids)):
+            embed = cfg.embed and i == len(checkpoints) - 1  # embeddings come from the last checkpoint's pass
+            done = table.scored_ids(cid)
+            if embed:
+                done &= table.embedded_ids()
+                table.set_meta({"embedding_checkpoint": cid})
+            todo = [it for it in items if it.example_id not in done]
+            if todo:
+                desc = f"scoring checkpoint {cid + 1}/{len(ckpt_ids)}"
+                if backend == "vllm" and not embed:
+                    batches, release = vllm_pool.batches(info, todo, desc)
+                else:  # the torch backend (also the pass that embeds, which vLLM cannot)
+                    if info.kind == "adapter":
+                        from peft import PeftModel
 
-                base = base or load_causal_lm(cfg.model, device=device, dtype=dtype)
-                model = PeftModel.from_pretrained(base, info.path).eval()
+                        base = base or load_causal_lm(cfg.model, device=device, dtype=dtype)
+                        model = PeftModel.from_pretrained(base, info.path).eval()
+                    else:
+                        model = load_causal_lm(info.path, device=device, dtype=dtype, base=cfg.model)
+                    batches = _scorer(model, cfg, prepared).score(todo, progress=cfg.progress, desc=desc, embed=embed)
+                    holder = {"model": model, "kind": info.kind}
+                    del model
+
+                    def release(holder=holder):
+                        nonlocal base
+                        model = holder.pop("model")
+                        if holder["kind"] == "adapter":
+                            base = model.unload()  # removes the LoRA layers, leaving the base model as loaded
+                        del model
+                        gc.collect()
+
+                try:
+                    for batch_scores in batches:
+                        table.write_scores(cid, batch_scores)
+                        written += 1
+                        if stop_after_batches is not None and written >= stop_after_batches:
+                            raise RuntimeError("stopped by stop_after_batches (test hook)")
+                finally:
+                    batches.close()  # the generator's frame holds the model: let it go before releasing
+                    del batches
+                    release()
             else:
-                model = load_causal_lm(info.path, device=device, dtype=dtype, base=cfg.model)
-            desc = f"scoring checkpoint {cid + 1}/{len(ckpt_ids)}"
-            try:
-                scorer = _scorer(model, cfg, prepared)
-                for batch_scores in scorer.score(todo, progress=cfg.progress, desc=desc, embed=embed):
-                    table.write_scores(cid, batch_scores)
-                    written += 1
-                    if stop_after_batches is not None and written >= stop_after_batches:
-                        raise RuntimeError("stopped by stop_after_batches (test hook)")
-            finally:
-                if info.kind == "adapter":
-                    base = model.unload()  # removes the LoRA layers, leaving the base model as loaded
-                del model
-                gc.collect()
-        else:
-            log.info("checkpoint %s: all %d examples already scored", info.path, len(items))
-        if on_scored is not None:
-            on_scored(info)
+                log.info("checkpoint %s: all %d examples already scored", info.path, len(items))
+            if on_scored is not None:
+                on_scored(info)
+    finally:
+        if vllm_pool is not None:
+            vllm_pool.close()
     return ckpt_ids
+
+
+def resolve_backend(backend: str, device) -> str:
+    """``auto``: vLLM when it is installed and the device is a GPU, else torch. ``vllm`` must be installed."""
+    from profiler.scoring.vllm_backend import INSTALL_HINT, vllm_available
+
+    if backend == "torch":
+        return "torch"
+    if backend == "vllm":
+        if not vllm_available():
+            raise SftmixError(INSTALL_HINT)
+        return "vllm"
+    return "vllm" if device.type == "cuda" and vllm_available() else "torch"
+
+
+class _VllmPool:
+    """vLLM engines for a run: one for the base model with LoRA enabled (every adapter checkpoint is served on
+    it), and one per full checkpoint, freed once that checkpoint is scored."""
+
+    def __init__(self, cfg: ScoreConfig, dtype, items: Sequence[ScoreItem], checkpoints: Sequence[CheckpointInfo]):
+        from profiler.scoring.vllm_backend import lora_rank
+
+        self.cfg = cfg
+        self.dtype = str(dtype).replace("torch.", "")
+        self.max_len = max((len(it.input_ids) for it in items), default=1) + 1
+        ranks = [lora_rank(c.path) for c in checkpoints if c.kind == "adapter"]
+        self.max_rank = max(ranks) if ranks else None
+        self.base_engine = None
+
+    def _engine(self, model: str, lora: bool):
+        from profiler.scoring.vllm_backend import VllmScorer
+
+        cfg = self.cfg
+        return VllmScorer(
+            model,
+            dtype=self.dtype,
+            max_num_batched_tokens=cfg.max_tokens,
+            max_model_len=self.max_len,
+            tensor_parallel_size=cfg.tensor_parallel_size,
+            gpu_memory_utilization=cfg.gpu_memory_utilization,
+            max_lora_rank=self.max_rank if lora else None,
+        )
+
+    def batches(self, info: CheckpointInfo, todo: Sequence[ScoreItem], desc: str):
+        """Score batches for one checkpoint, and what to call once they are written."""
+        if info.kind == "adapter":
+            if self.base_engine is None:
+                self.base_engine = self._engine(self.cfg.model, lora=True)
+            return self.base_engine.score(todo, progress=self.cfg.progress, desc=desc, adapter=info.path), lambda: None
+        engine = self._engine(info.path, lora=False)
+        return engine.score(todo, progress=self.cfg.progress, desc=desc), engine.close
+
+    def close(self) -> None:
+        if self.base_engine is not None:
+            self.base_engine.close()
+            self.base_engine = None
 
 
 def finish_confidence(table: TableWriter, ckpt_ids: Sequence[int], n_bins: int) -> None:

