@@ -5,6 +5,7 @@ ratio, the largest disagreement in mean NLL, and model FLOP utilization when --p
 
     python benchmarks/bench_scoring.py                          # SmolLM2-135M (packaged) on the packaged data
     python benchmarks/bench_scoring.py --shape gemma-2b --device cuda --dtype bfloat16 --peak-tflops 989
+    .venv-vllm/bin/python benchmarks/bench_scoring.py --vllm   # also vLLM on the same token ids (needs vLLM)
 """
 
 from __future__ import annotations
@@ -58,6 +59,33 @@ def ours(model, items, args, device) -> tuple[list[float], float]:
     return [got[it.example_id] for it in items], time.perf_counter() - t0
 
 
+def with_vllm(model, model_dir, items, args) -> tuple[list[float], float, float]:
+    """vLLM's prompt log-probs on the same items: (mean NLLs, scoring seconds, engine start seconds)."""
+    import os
+    import tempfile
+
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    from profiler.scoring.vllm_backend import VllmScorer
+
+    if model_dir is None:  # a random model of a real shape: save it so vLLM can load the same weights
+        model_dir = tempfile.mkdtemp(prefix="sftmix_bench_model_")
+        model.save_pretrained(model_dir)
+    t0 = time.perf_counter()
+    engine = VllmScorer(
+        str(model_dir),
+        dtype=args.dtype,
+        max_model_len=max(len(it.input_ids) for it in items) + 1,
+        max_num_batched_tokens=args.vllm_batch_tokens,
+    )
+    start = time.perf_counter() - t0
+    engine.score(items[:4], progress=False).__next__()  # warm-up
+    t0 = time.perf_counter()
+    got = {s.example_id: s.mean_nll for batch in engine.score(items, progress=False) for s in batch}
+    elapsed = time.perf_counter() - t0
+    engine.close()
+    return [got[it.example_id] for it in items], elapsed, start
+
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -74,6 +102,8 @@ def main() -> None:
     p.add_argument("--no-share-prefix", action="store_true", help="do not reuse the KV cache of shared prefixes")
     p.add_argument("--peak-tflops", type=float, help="device peak for the dtype, to report model FLOP utilization")
     p.add_argument("--workdir", default="/tmp/sftmix_bench")
+    p.add_argument("--vllm", action="store_true", help="also time the vLLM backend on the same token ids")
+    p.add_argument("--vllm-batch-tokens", type=int, help="vLLM max_num_batched_tokens (default: vLLM's)")
     args = p.parse_args()
 
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
@@ -103,6 +133,12 @@ def main() -> None:
     print(f"one-at-a-time HF forward: {tokens / base_s:10.1f} tok/s  ({base_s:.1f}s)")
     print(f"sftmix torch scorer:      {tokens / our_s:10.1f} tok/s  ({our_s:.1f}s)")
     print(f"speed-up: {base_s / our_s:.2f}x   max |mean NLL difference|: {diff:.2e}")
+    if args.vllm:
+        model_dir = None if args.shape else str(args.model or smollm2_checkpoint())
+        v_nll, v_s, v_start = with_vllm(model, model_dir, items, args)
+        v_diff = max(abs(a - b) for a, b in zip(v_nll, our_nll))
+        print(f"vLLM backend:             {tokens / v_s:10.1f} tok/s  ({v_s:.1f}s, engine start {v_start:.1f}s)")
+        print(f"sftmix torch / vLLM: {v_s / our_s:.2f}x   max |mean NLL difference|: {v_diff:.2e}")
     if args.peak_tflops:
         mfu = 2 * n_params * tokens / our_s / (args.peak_tflops * 1e12)
         print(f"model FLOP utilization (2 x params x tokens / time / peak): {100 * mfu:.1f}%")

@@ -104,6 +104,13 @@ class ScoreConfig:
         default=1,
         metadata={"help": "scoring workers on this node, worker k on cuda:k, merged at the end; 0: one per GPU"},
     )
+    ray: str | None = field(
+        default=None,
+        metadata={
+            "help": "score with Ray Data actors: auto (this machine's cluster), an address, or local (start one); "
+            "paths must be readable on every node"
+        },
+    )
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
 
     def __post_init__(self) -> None:
@@ -118,6 +125,8 @@ class ScoreConfig:
         if self.projection not in ("auto", "umap", "pca", "none"):
             raise ValueError(f"projection must be auto, umap, pca or none, got {self.projection!r}")
         parse_shard(self.shard)  # raises on a malformed spec
+        if self.ray and (self.backend == "vllm" or self.workers != 1):
+            raise ValueError("--ray runs the torch scorer in Ray actors; drop --backend vllm / --workers")
         if self.workers < 0 or (self.workers != 1 and self.shard):
             raise ValueError("workers must be >= 0, and --shard runs one worker (drop --workers)")
         if self.max_length < 2 or (self.max_tokens is not None and self.max_tokens < 1):
@@ -266,7 +275,7 @@ def score_checkpoints(
     shard = parse_shard(cfg.shard)
     if shard:
         items = [it for it in items if in_shard(it.example_id, *shard)]
-    backend = resolve_backend(cfg.backend, device)
+    backend = "torch" if cfg.ray else resolve_backend(cfg.backend, device)
     vllm_pool = _VllmPool(cfg, dtype, items, checkpoints) if backend == "vllm" else None
     base = None
     written = 0
@@ -280,7 +289,24 @@ def score_checkpoints(
             todo = [it for it in items if it.example_id not in done]
             if todo:
                 desc = f"scoring checkpoint {cid + 1}/{len(ckpt_ids)}"
-                if backend == "vllm" and not embed:
+                if cfg.ray:
+                    from profiler.ray_scoring import ray_batches
+
+                    batches = ray_batches(
+                        cfg.ray,
+                        info,
+                        todo,
+                        base=cfg.model,
+                        dtype=cfg.dtype,
+                        max_tokens=cfg.max_tokens,
+                        pad_token_id=prepared.tokenizer.pad_token_id or 0,
+                        embed=embed,
+                    )
+
+                    def release():
+                        return None
+
+                elif backend == "vllm" and not embed:
                     batches, release = vllm_pool.batches(info, todo, desc)
                 else:  # the torch backend (also the pass that embeds, which vLLM cannot)
                     if info.kind == "adapter":
