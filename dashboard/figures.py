@@ -126,6 +126,18 @@ def scatter(
     return _layout(fig, title, x if x_title is None else x_title, y if y_title is None else y_title)
 
 
+def selected_ids(fig: go.Figure, points: list[dict]) -> list[str]:
+    """Example ids of the points of a box/lasso selection on a :func:`scatter` figure."""
+    ids = []
+    for p in points:
+        custom = p.get("customdata")
+        if custom is None:  # look the point up in its trace
+            trace = fig.data[p.get("curve_number", 0)]
+            custom = trace.customdata[p.get("point_index", p.get("point_number", 0))]
+        ids.append(str(custom[0]))
+    return ids
+
+
 def _wrap(text: str, width: int = 60) -> str:
     """Hover text: HTML-escaped, broken into short lines."""
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -27,7 +27,7 @@ if points.is_empty():
     st.stop()
 fig = figures.scatter(points, x="umap_x", y="umap_y", color=color, title=f"{method} map", x_title="", y_title="")
 event = st.plotly_chart(fig, width="stretch", on_select="rerun", selection_mode=("box", "lasso"), key="sem_plot")
-picked = [p["customdata"][0] for p in (event.selection.points if event and event.selection else [])]
+picked = figures.selected_ids(fig, event.selection.points if event and event.selection else [])
 if picked:
     st.session_state["selected_ids"] = tuple(picked)
     st.success(f"{len(picked):,} examples selected: the explorer and export now show only them.")

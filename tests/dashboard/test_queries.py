@@ -127,3 +127,15 @@ def test_connection_is_read_only(small_profile):
     with pytest.raises(duckdb.Error):
         c.execute("DELETE FROM examples")
     c.close()
+
+
+def test_selection_maps_back_to_example_ids(con):
+    pts, _ = queries.sample_points(con, Filter(), cap=100, need_map=True)
+    fig = figures.scatter(pts, x="umap_x", y="umap_y", color="split")
+    trace = fig.data[1]
+    expected = [trace.customdata[0][0], trace.customdata[2][0]]
+    # Streamlit's selection points carry customdata; without it, the trace and index locate the point.
+    with_custom = [{"curve_number": 1, "point_index": i, "customdata": trace.customdata[i]} for i in (0, 2)]
+    without = [{"curve_number": 1, "point_index": i} for i in (0, 2)]
+    assert figures.selected_ids(fig, with_custom) == figures.selected_ids(fig, without) == expected
+    assert queries.count(con, Filter(ids=tuple(expected))) == 2
