@@ -366,8 +366,13 @@ class _VllmPool:
     it), and one per full checkpoint, freed once that checkpoint is scored."""
 
     def __init__(self, cfg: ScoreConfig, dtype, items: Sequence[ScoreItem], checkpoints: Sequence[CheckpointInfo]):
+        import torch
+
         from profiler.scoring.vllm_backend import lora_rank
 
+        gc.collect()  # vLLM sizes its cache from free GPU memory: hand back what fine-tuning left cached
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
         self.cfg = cfg
         self.dtype = str(dtype).replace("torch.", "")
         self.max_len = max((len(it.input_ids) for it in items), default=1) + 1
