@@ -67,6 +67,11 @@ def distinct_values(path: str, column: str) -> list[str]:
     return queries.distinct_values(cursor(path), column)
 
 
+@st.cache_data(show_spinner=False, max_entries=64)
+def count(path: str, flt: Filter) -> int:
+    return queries.count(cursor(path), flt)
+
+
 @st.cache_data(show_spinner=False, max_entries=32)
 def sample_points(path: str, flt: Filter, cap: int, need_map: bool) -> tuple[pl.DataFrame, int]:
     return queries.sample_points(cursor(path), flt, cap=cap, need_map=need_map)

@@ -11,10 +11,10 @@ c1, c2, c3 = st.columns([2, 1, 1])
 sort = c1.selectbox("Sort by", list(queries.SORTABLE), key="ex_sort")
 descending = c2.toggle("Descending", key="ex_desc")
 page_size = c3.selectbox("Rows per page", [25, 100, 500], index=1, key="ex_size")
-total = state.explore(path, flt, sort, descending, 1, 0)[1]
+total = state.count(path, flt)
 n_pages = max(1, -(-total // page_size))
 page_no = st.number_input("Page", 1, n_pages, 1, key="ex_page") if n_pages > 1 else 1
-rows, total = state.explore(path, flt, sort, descending, page_size, (page_no - 1) * page_size)
+rows, _ = state.explore(path, flt, sort, descending, page_size, (page_no - 1) * page_size)
 st.caption(f"{total:,} examples match the filter · page {page_no} of {n_pages}")
 st.dataframe(rows, hide_index=True, width="stretch")
 if rows.height:

@@ -18,14 +18,14 @@ if ov["median_confidence"] is None:
     st.info("No confidence yet: the profile has not finished scoring.")
 else:
     st.plotly_chart(figures.confidence_histogram(state.histogram(path, 60), ov["median_confidence"]), width="stretch")
+breakdown = state.source_breakdown(path)
 left, right = st.columns(2)
 with left:
     st.subheader("Status")
     st.dataframe(state.status_counts(path), hide_index=True)
 with right:
     st.subheader("Sources")
-    st.dataframe(state.source_breakdown(path), hide_index=True)
-breakdown = state.source_breakdown(path)
+    st.dataframe(breakdown, hide_index=True)
 if breakdown.height > 1:
     st.plotly_chart(figures.source_bars(breakdown), width="stretch")
 if ov["stage_seconds"]:

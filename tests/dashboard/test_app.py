@@ -10,7 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard import COMPARE_ENV, TABLE_ENV
 from dashboard.synthetic import write_synthetic_profile
-from tests.dashboard.conftest import N_BAD, N_CHAT, N_FAQ
+from tests.conftest import N_BAD, N_CHAT, N_FAQ
 
 APP = str(Path(__file__).parents[2] / "dashboard" / "app.py")
 N_OK = N_FAQ + N_CHAT

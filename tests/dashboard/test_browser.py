@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from dashboard.launch import free_port
-from tests.dashboard.conftest import N_BAD, N_FAQ
+from tests.conftest import N_BAD, N_FAQ
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")

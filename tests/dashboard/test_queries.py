@@ -12,7 +12,7 @@ import pytest
 from dashboard import figures, queries
 from dashboard.queries import Filter
 from profiler import open_table
-from tests.dashboard.conftest import N_BAD, N_CHAT, N_FAQ
+from tests.conftest import N_BAD, N_CHAT, N_FAQ
 
 
 @pytest.fixture
