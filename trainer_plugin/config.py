@@ -60,5 +60,7 @@ class TrainConfig:
         if self.batch_size < 2 or self.batch_size % 2:
             raise ValueError(f"batch_size must be even and >= 2 (it holds B/2 pairs), got {self.batch_size}")
         SFTMixConfig(mixup=self.mixup, mu=self.mu, alpha=self.alpha)  # validates mu and alpha
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.epochs <= 0 or self.grad_accum < 1:
             raise ValueError("epochs must be > 0 and grad_accum >= 1")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import asdict
@@ -41,6 +42,13 @@ def _load_target(cfg: TrainConfig):
     return tok, model
 
 
+def _warmup_kwargs(args_cls, ratio: float) -> dict[str, float]:
+    """Warm-up as a fraction of the steps: ``warmup_ratio`` where it exists (transformers 4), else
+    ``warmup_steps`` (transformers 5 reads a value below 1 as a fraction and has no ``warmup_ratio``)."""
+    names = {f.name for f in dataclasses.fields(args_cls)}
+    return {"warmup_ratio": ratio} if "warmup_ratio" in names else {"warmup_steps": ratio}
+
+
 def build_trainer(cfg: TrainConfig, **trainer_kwargs) -> SFTMixTrainer:
     """Everything checked and loaded, nothing trained yet."""
     from transformers import TrainingArguments
@@ -62,7 +70,7 @@ def build_trainer(cfg: TrainConfig, **trainer_kwargs) -> SFTMixTrainer:
         weight_decay=cfg.weight_decay,
         lr_scheduler_type=cfg.lr_scheduler,
         optim="adamw_torch",
-        warmup_steps=cfg.warmup_ratio,
+        **_warmup_kwargs(TrainingArguments, cfg.warmup_ratio),
         seed=cfg.seed,
         data_seed=cfg.seed,
         bf16=on_gpu and torch.cuda.is_bf16_supported(),

@@ -115,6 +115,19 @@ def test_bad_input_stops_before_training(tiny_llama, profile, tmp_path, chat_fil
         build_trainer(config(tiny_llama, tmp_path / "empty.duckdb", tmp_path))
 
 
+def test_warmup_ratio_is_a_fraction_of_the_steps(tiny_llama, profile, tmp_path):
+    # 16 examples, batch 4, 2 epochs: 8 steps; a 0.25 warm-up is 2 steps of rising learning rate.
+    trainer = build_trainer(config(tiny_llama, profile[0], tmp_path / "w", warmup_ratio=0.25, lr_scheduler="linear"))
+    assert trainer.args.get_warmup_steps(8) == 2
+    trainer.train()
+    lrs = [h["learning_rate"] for h in trainer.state.log_history if "learning_rate" in h]
+    # The rate each step used: 0, half, the peak after two warm-up steps, then the linear decay.
+    assert lrs[:3] == pytest.approx([0.0, 5e-4, 1e-3])
+    assert lrs[3] < lrs[2]
+    with pytest.raises(ValueError, match="warmup_ratio"):
+        config(tiny_llama, profile[0], tmp_path, warmup_ratio=1.0)
+
+
 def test_user_data_joined_by_content(tiny_llama, profile, tmp_path):
     trainer = build_trainer(config(tiny_llama, profile[0], tmp_path / "j", data=[str(profile[1])]))
     assert len(trainer.train_dataset) == 16
