@@ -1,4 +1,4 @@
-"""Two CPU processes (gloo) through torchrun: `sftmix train` runs data-parallel, unchanged."""
+"""Two CPU processes (gloo): `sftmix train` runs under torchrun (DDP) and accelerate's FSDP, unchanged."""
 
 from __future__ import annotations
 
@@ -8,26 +8,21 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from tests.trainer_plugin.test_train import profile  # noqa: F401 - the module-scoped fixture
 
 
-@pytest.mark.slow
-def test_torchrun_two_processes(tiny_llama, profile, tmp_path):  # noqa: F811
-    out = tmp_path / "ddp"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        "--master_port=29533",
+def _train_args(model, profile_path, out) -> list[str]:
+    # 16 examples = 8 pairs; 2 pairs per device per step and 2 devices: 2 steps in the epoch.
+    return [
         "-m",
         "profiler",
         "train",
         "--model",
-        str(tiny_llama),
+        str(model),
         "--profile",
-        str(profile[0]),
+        str(profile_path),
         "--output-dir",
         str(out),
         "--epochs",
@@ -42,12 +37,85 @@ def test_torchrun_two_processes(tiny_llama, profile, tmp_path):  # noqa: F811
         "cpu",
         "--logging-steps",
         "1",
+        "--warmup-ratio",
+        "0",
     ]
+
+
+def _run(cmd: list[str], out) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (out / "model.safetensors").is_file()
     state = json.loads(next(out.glob("checkpoint-*/trainer_state.json")).read_text())
-    # 16 examples = 8 pairs; 2 pairs per device per step and 2 devices: 2 steps in the epoch.
     assert state["global_step"] == 2
     assert any("mixup_loss" in h for h in state["log_history"])
+    return state
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tiny_llama, profile, tmp_path_factory):  # noqa: F811
+    out = tmp_path_factory.mktemp("ddp")
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533"]
+    return out, _run(launcher + _train_args(tiny_llama, profile[0], out), out)
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes(ddp_run):
+    _, state = ddp_run
+    logs = [h for h in state["log_history"] if "loss" in h]
+    assert len(logs) == 2 and all(h["mixup_loss"] > 0 for h in logs)
+
+
+FSDP_CONFIG = """\
+compute_environment: LOCAL_MACHINE
+distributed_type: FSDP
+num_machines: 1
+num_processes: 2
+machine_rank: 0
+main_training_function: main
+mixed_precision: 'no'
+use_cpu: true
+fsdp_config:
+  fsdp_version: {version}
+  fsdp_auto_wrap_policy: TRANSFORMER_BASED_WRAP
+  fsdp_transformer_layer_cls_to_wrap: LlamaDecoderLayer
+  fsdp_reshard_after_forward: {reshard}
+  fsdp_state_dict_type: FULL_STATE_DICT
+  fsdp_offload_params: false
+  fsdp_cpu_ram_efficient_loading: false
+  fsdp_sync_module_states: false
+  fsdp_use_orig_params: true
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version", [1, 2])
+def test_accelerate_fsdp_two_processes(tiny_llama, profile, tmp_path, version, ddp_run):  # noqa: F811
+    """FSDP shards the weights the chunked LM head reads outside the model's forward: same run as DDP."""
+    out = tmp_path / f"fsdp{version}"
+    cfg = tmp_path / "fsdp.yaml"
+    reshard = "FULL_SHARD" if version == 1 else "true"
+    cfg.write_text(FSDP_CONFIG.format(version=version, reshard=reshard))
+    launcher = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(cfg),
+        "--main_process_port",
+        str(29540 + version),
+    ]
+    state = _run(launcher + _train_args(tiny_llama, profile[0], out), out)
+    ddp_out, ddp_state = ddp_run
+    keys = ("loss", "ntp_loss", "mixup_loss", "lam", "grad_norm")
+    for got, want in zip(
+        [h for h in state["log_history"] if "loss" in h], [h for h in ddp_state["log_history"] if "loss" in h]
+    ):
+        assert {k: got[k] for k in keys} == pytest.approx({k: want[k] for k in keys}, rel=1e-4)
+    from safetensors.torch import load_file
+
+    got, want = load_file(out / "model.safetensors"), load_file(ddp_out / "model.safetensors")
+    assert set(got) == set(want)
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], atol=1e-5, rtol=1e-4, msg=name)
