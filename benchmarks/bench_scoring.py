@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import statistics
 import time
 
 import torch
@@ -101,6 +102,7 @@ def main() -> None:
     p.add_argument("--max-tokens", type=int, help="padded tokens per batch (default: 1024 on CPU, 16384 on GPU)")
     p.add_argument("--no-share-prefix", action="store_true", help="do not reuse the KV cache of shared prefixes")
     p.add_argument("--peak-tflops", type=float, help="device peak for the dtype, to report model FLOP utilization")
+    p.add_argument("--repeat", type=int, default=3, help="timed runs of each, alternating; medians are compared")
     p.add_argument("--workdir", default="/tmp/sftmix_bench")
     p.add_argument("--vllm", action="store_true", help="also time the vLLM backend on the same token ids")
     p.add_argument("--vllm-batch-tokens", type=int, help="vLLM max_num_batched_tokens (default: vLLM's)")
@@ -119,8 +121,14 @@ def main() -> None:
     n_params = sum(p.numel() for p in model.parameters())
 
     ours(model, items[:4], args, device)  # warm-up
-    base_nll, base_s = one_at_a_time(model, items, device)
-    our_nll, our_s = ours(model, items, args, device)
+    # Alternate the two, so a slow spell of a shared machine hits both alike, and compare medians.
+    base_runs, our_runs = [], []
+    for _ in range(args.repeat):
+        base_nll, t = one_at_a_time(model, items, device)
+        base_runs.append(t)
+        our_nll, t = ours(model, items, args, device)
+        our_runs.append(t)
+    base_s, our_s = statistics.median(base_runs), statistics.median(our_runs)
     diff = max(abs(a - b) for a, b in zip(base_nll, our_nll))
     print(
         f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
@@ -130,8 +138,9 @@ def main() -> None:
         f"model: {args.shape or args.model or 'SmolLM2-135M-Instruct'} ({n_params / 1e6:.0f}M params); "
         f"{len(items)} examples, {tokens} tokens"
     )
-    print(f"one-at-a-time HF forward: {tokens / base_s:10.1f} tok/s  ({base_s:.1f}s)")
-    print(f"sftmix torch scorer:      {tokens / our_s:10.1f} tok/s  ({our_s:.1f}s)")
+    runs = lambda ts: ", ".join(f"{t:.1f}" for t in ts)  # noqa: E731
+    print(f"one-at-a-time HF forward: {tokens / base_s:10.1f} tok/s  (median of {runs(base_runs)} s)")
+    print(f"sftmix torch scorer:      {tokens / our_s:10.1f} tok/s  (median of {runs(our_runs)} s)")
     print(f"speed-up: {base_s / our_s:.2f}x   max |mean NLL difference|: {diff:.2e}")
     if args.vllm:
         model_dir = None if args.shape else str(args.model or smollm2_checkpoint())

@@ -32,6 +32,15 @@ def response_nll(head, hidden: torch.Tensor, targets: torch.Tensor, chunk_tokens
     return out
 
 
+def needed_tokens(item: ScoreItem) -> ScoreItem:
+    """The item cut after its last response token: later tokens (a template's trailing newline, say) change no
+    score, since attention is causal. The embedding pass keeps every token (it pools them all)."""
+    last = next((i for i in range(len(item.response_mask) - 1, -1, -1) if item.response_mask[i]), None)
+    if last is None or last + 1 == len(item.input_ids):
+        return item
+    return ScoreItem(item.example_id, item.input_ids[: last + 1], item.response_mask[: last + 1])
+
+
 class TorchScorer:
     """Scores examples with a loaded Hugging Face causal LM (plain or peft-wrapped).
 
@@ -128,12 +137,16 @@ class TorchScorer:
 
         With ``embed``, each score also carries the example's mean-pooled final hidden state (same forward pass).
         """
+        if not embed:
+            items = [needed_tokens(it) for it in items]
         ids, attn, resp = self._collate(items)
         prefix = self._shared_prefix(items)
-        hidden, prefix_hidden = self._hidden(ids, attn, prefix)  # [B, L - prefix, H]
-        # Position t predicts token t+1: shift the mask left to select the predicting hidden states.
+        # Position t predicts token t+1, so the last column predicts nothing: only the embedding needs it.
+        last = ids.shape[1] if embed else max(ids.shape[1] - 1, prefix + 1)
+        hidden, prefix_hidden = self._hidden(ids[:, :last], attn[:, :last], prefix)  # [B, last - prefix, H]
+        # Shift the response mask left to select the predicting hidden states.
         predict = resp[:, 1:]
-        h = hidden[:, :-1][predict[:, prefix:]]
+        h = hidden[:, : ids.shape[1] - 1 - prefix][predict[:, prefix:]]
         targets = ids[:, 1:][predict]
         rows = torch.arange(len(items), device=self.device)[:, None].expand_as(predict)[predict]
         nll = response_nll(self.head, h, targets, self.chunk_tokens)
@@ -151,6 +164,8 @@ class TorchScorer:
         self, items: Sequence[ScoreItem], *, progress: bool = True, desc: str = "scoring", embed: bool = False
     ) -> Iterator[list[ExampleScore]]:
         """Yield scores batch by batch, longest examples first (with embeddings when ``embed``)."""
+        if not embed:
+            items = [needed_tokens(it) for it in items]
         lengths = [len(it.input_ids) for it in items]
         batches = token_budget_batches(lengths, self.max_tokens, self.max_batch_size)
         with tqdm(total=sum(lengths), unit="tok", desc=desc, disable=not progress, unit_scale=True) as bar:

@@ -92,6 +92,28 @@ def test_scores_do_not_depend_on_batch_composition(tiny_llama, chat_tokenizer_di
                 assert s.mean_nll == pytest.approx(ref.mean_nll, abs=1e-5)
 
 
+def test_tokens_after_the_last_response_token_are_not_run(tiny_llama, chat_tokenizer_dir):
+    from profiler.scoring.torch_backend import needed_tokens
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32).eval()
+    _, items = make_items(chat_tokenizer_dir, n=4, seed=3)
+    # A response followed by 5 more prompt tokens (as if a user turn came last): they are cut, the score stays.
+    it = items[0]
+    tail = ScoreItem("tail", list(it.input_ids) + [5, 6, 7, 8, 9], list(it.response_mask) + [False] * 5)
+    cut = needed_tokens(tail)
+    last = max(i for i, m in enumerate(it.response_mask) if m)
+    assert len(cut.input_ids) == last + 1 and list(cut.input_ids) == list(it.input_ids[: last + 1])
+    assert needed_tokens(cut) is cut
+    got = TorchScorer(model).score_batch([tail, *items[1:]])[0]
+    assert got.n_tokens == sum(it.response_mask[1:])
+    assert got.mean_nll == pytest.approx(reference_mean_nll(model, tail), abs=1e-5)
+    # The embedding pass pools every token, the cut ones included.
+    with torch.no_grad():
+        full = model(input_ids=torch.tensor([tail.input_ids]), output_hidden_states=True).hidden_states[-1]
+    vec = TorchScorer(model).score_batch([tail], embed=True)[0].embedding
+    np.testing.assert_allclose(vec, full[0].mean(0).numpy(), atol=1e-5)
+
+
 def test_head_matches_model_logits_with_softcapping(tmp_path, chat_tokenizer_dir):
     path = build_tiny_model("gemma2", chat_tokenizer_dir, tmp_path / "g")
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
