@@ -132,7 +132,7 @@ def main() -> None:
     p.add_argument("--seq", type=int, default=256)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--chunk-tokens", type=int, default=1024)
+    p.add_argument("--chunk-tokens", type=int, help="LM-head chunk (default: the loss's vocabulary-based choice)")
     p.add_argument("--grad-ckpt", action="store_true", help="activation checkpointing in the backbone")
     p.add_argument("--variant", choices=["ntp", "sftmix", "sftmix_full"], help=argparse.SUPPRESS)
     args = p.parse_args()

@@ -35,4 +35,16 @@ SHAPES = {
         head_dim=64,
         tie_word_embeddings=True,
     ),
+    # Gemma's 256k vocabulary on a small backbone: the LM head dominates, as it does memory at any size.
+    # Small enough for a CPU run of bench_trainer.py.
+    "gemma-256k-small": dict(
+        model_type="gemma",
+        vocab_size=256000,
+        hidden_size=512,
+        intermediate_size=2048,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=128,
+    ),
 }

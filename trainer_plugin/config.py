@@ -12,14 +12,16 @@ class SFTMixConfig:
     mixup: bool = field(default=True, metadata={"help": "add the Mixup term; off gives the plain NTP baseline"})
     mu: float = field(default=0.2, metadata={"help": "weight of the Mixup term"})
     alpha: float = field(default=0.5, metadata={"help": "lam ~ Beta(alpha, alpha)"})
-    chunk_tokens: int = field(default=1024, metadata={"help": "hidden states per LM-head chunk"})
+    chunk_tokens: int | None = field(
+        default=None, metadata={"help": "hidden states per LM-head chunk (default: ~64M logits, 128-1024 tokens)"}
+    )
 
     def __post_init__(self) -> None:
         if self.mu < 0:
             raise ValueError(f"mu must be >= 0, got {self.mu}")
         if self.alpha <= 0:
             raise ValueError(f"alpha must be > 0, got {self.alpha}")
-        if self.chunk_tokens < 1:
+        if self.chunk_tokens is not None and self.chunk_tokens < 1:
             raise ValueError(f"chunk_tokens must be >= 1, got {self.chunk_tokens}")
 
 

@@ -17,6 +17,14 @@ from torch.utils.checkpoint import checkpoint
 from profiler.models import causal_lm_parts
 
 IGNORE = -100
+# Logit elements per LM-head chunk when the chunk size is left to us: 64M (256 MiB in float32), so a 256k
+# vocabulary gets 256-token chunks and a 32k-128k one 512-1024 (measured in benchmarks/README.md).
+CHUNK_LOGITS = 2**26
+
+
+def auto_chunk_tokens(vocab_size: int) -> int:
+    """Hidden states per LM-head chunk: about ``CHUNK_LOGITS`` logits, between 128 and 1024 tokens."""
+    return max(128, min(1024, CHUNK_LOGITS // max(vocab_size, 1)))
 
 
 @dataclass
@@ -94,7 +102,7 @@ def sftmix_loss(
     *,
     lam: float | torch.Tensor,
     mu: float = 0.2,
-    chunk_tokens: int = 1024,
+    chunk_tokens: int | None = None,
     ntp_denominator: float | None = None,
     mixup_denominator: float | None = None,
 ) -> SFTMixOutput:
@@ -107,14 +115,19 @@ def sftmix_loss(
         batch_u: unconfident examples, same form and the same number of rows.
         lam: the Mixup coefficient, a float or one value per pair.
         mu: weight of the Mixup term (0 skips computing it: the plain NTP baseline).
-        chunk_tokens: hidden states per LM-head chunk.
+        chunk_tokens: hidden states per LM-head chunk (default: :func:`auto_chunk_tokens` of the vocabulary).
         ntp_denominator: divide the NTP sum by this instead of this batch's token count (gradient
             accumulation: the tokens of the whole accumulated batch).
         mixup_denominator: the same for the Mixup term.
     """
     if batch_c["input_ids"].shape[0] != batch_u["input_ids"].shape[0]:
         raise ValueError("batch_c and batch_u must hold the same number of rows (one pair per row)")
-    _, head = causal_lm_parts(_unwrap(model))
+    inner = _unwrap(model)
+    _, head = causal_lm_parts(inner)
+    if chunk_tokens is None:
+        # out_features, not weight.shape: under ZeRO-3 / FSDP the weight is a shard outside the forward.
+        lm_head = inner.get_output_embeddings()
+        chunk_tokens = auto_chunk_tokens(getattr(lm_head, "out_features", None) or inner.config.vocab_size)
     ids, attn, labels = _stack(batch_c, batch_u)
     hidden = final_hidden_states(model, ids, attn)
     # Hidden state t predicts token t+1.

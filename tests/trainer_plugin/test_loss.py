@@ -124,3 +124,12 @@ def test_bad_pairs():
     model = tiny_model("llama")
     with pytest.raises(ValueError, match="same number of rows"):
         sftmix_loss(model, make_batch([5, 5], [1, 1], 0), make_batch([5], [1], 0), lam=0.5)
+
+
+def test_auto_chunk_follows_the_vocabulary():
+    from trainer_plugin.loss import auto_chunk_tokens
+
+    assert auto_chunk_tokens(256000) == 262  # Gemma: 64M logits per chunk
+    assert auto_chunk_tokens(128256) == 523
+    assert auto_chunk_tokens(49152) == 1024  # capped
+    assert auto_chunk_tokens(10**7) == 128  # floored
