@@ -48,7 +48,8 @@ class TorchScorer:
         model: the causal LM, already on its device and in eval mode.
         max_tokens: padded tokens per forward batch.
         max_batch_size: optional cap on rows per batch.
-        chunk_tokens: response positions per LM-head chunk.
+        chunk_tokens: response positions per LM-head chunk (default: 128 on CPU; on a GPU up to 4096, fewer
+            for vocabularies over 64k so a chunk's float32 logits stay within 1 GiB).
         pad_token_id: id used for padding (its value never matters: padded positions are masked).
     """
 
@@ -69,7 +70,10 @@ class TorchScorer:
         on_gpu = self.device.type != "cpu"
         # CPU caches favour small batches and logit chunks (measured in benchmarks/README.md); GPUs favour big ones.
         self.max_tokens = max_tokens or (16384 if on_gpu else 1024)
-        self.chunk_tokens = chunk_tokens or (4096 if on_gpu else 128)
+        # On a GPU, chunks of up to 4096 positions but at most 256M logits (1 GiB in float32: 1024 positions at
+        # a 256k vocabulary); CPU caches favour 128.
+        gpu_chunk = max(128, min(4096, 2**28 // model.config.vocab_size))
+        self.chunk_tokens = chunk_tokens or (gpu_chunk if on_gpu else 128)
         self.max_batch_size = max_batch_size
         self.pad_token_id = pad_token_id
         self.share_prefix = share_prefix
