@@ -17,6 +17,7 @@ import time
 
 import torch
 from shapes import SHAPES  # benchmarks/shapes.py
+from workload import synthetic_examples  # benchmarks/workload.py
 
 from profiler.assets import smollm2_checkpoint, write_demo_data
 from profiler.data import Renderer, load_examples
@@ -24,12 +25,13 @@ from profiler.models import load_causal_lm, load_tokenizer
 from profiler.scoring import ScoreItem, TorchScorer
 
 
-def build_model(args, device, dtype):
+def build_model(args, device, dtype, min_vocab: int = 0):
     if args.shape is None:
         return load_causal_lm(str(args.model or smollm2_checkpoint()), device=device, dtype=dtype)
     from transformers import AutoConfig, AutoModelForCausalLM
 
     spec = dict(SHAPES[args.shape])
+    spec["vocab_size"] = max(spec["vocab_size"], min_vocab)  # every token id of the tokenizer is valid
     config = AutoConfig.for_model(spec.pop("model_type"), **spec)
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
@@ -102,6 +104,8 @@ def main() -> None:
     p.add_argument("--max-tokens", type=int, help="padded tokens per batch (default: 1024 on CPU, 16384 on GPU)")
     p.add_argument("--no-share-prefix", action="store_true", help="do not reuse the KV cache of shared prefixes")
     p.add_argument("--peak-tflops", type=float, help="device peak for the dtype, to report model FLOP utilization")
+    p.add_argument("--tokenizer", help="tokenizer directory for --shape (default: the packaged SmolLM2's)")
+    p.add_argument("--synthetic", action="store_true", help="synthetic examples instead of the packaged data")
     p.add_argument("--repeat", type=int, default=3, help="timed runs of each, alternating; medians are compared")
     p.add_argument("--workdir", default="/tmp/sftmix_bench")
     p.add_argument("--vllm", action="store_true", help="also time the vLLM backend on the same token ids")
@@ -109,15 +113,19 @@ def main() -> None:
     args = p.parse_args()
 
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
-    tok = load_tokenizer(str(args.model or smollm2_checkpoint()))
-    specs = write_demo_data(__import__("pathlib").Path(args.workdir), args.n // 2, args.n - args.n // 2)
+    tok = load_tokenizer(str(args.tokenizer or args.model or smollm2_checkpoint()))
     renderer = Renderer(tok, max_length=2048, truncate=True)
+    if args.synthetic:  # where the packaged datasets are not installed (a GPU machine, say)
+        examples = [(f"ex{i}", ex) for i, ex in enumerate(synthetic_examples(args.n, 0))]
+    else:
+        specs = write_demo_data(__import__("pathlib").Path(args.workdir), args.n // 2, args.n - args.n // 2)
+        examples = [(r.example_id, r.example) for r in load_examples(specs)]
     items = []
-    for r in load_examples(specs):
-        rx = renderer.render(r.example)
-        items.append(ScoreItem(r.example_id, rx.input_ids, rx.response_mask))
+    for example_id, ex in examples:
+        rx = renderer.render(ex)
+        items.append(ScoreItem(example_id, rx.input_ids, rx.response_mask))
     tokens = sum(len(it.input_ids) for it in items)
-    model = build_model(args, device, dtype)
+    model = build_model(args, device, dtype, len(tok))
     n_params = sum(p.numel() for p in model.parameters())
 
     ours(model, items[:4], args, device)  # warm-up

@@ -47,4 +47,15 @@ SHAPES = {
         num_key_value_heads=1,
         head_dim=128,
     ),
+    # A smoke-test size for the scripts themselves on a CPU.
+    "tiny": dict(
+        model_type="llama",
+        vocab_size=1024,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=32,
+    ),
 }

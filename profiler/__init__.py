@@ -2,7 +2,15 @@
 
 __version__ = "0.1.0"
 
-from profiler.table import ConfidenceTable, open_table  # noqa: E402
+
+
+def __getattr__(name: str):
+    # The table API is imported on first use, so the scorer and fine-tuning import without duckdb and polars.
+    if name in ("ConfidenceTable", "open_table"):
+        from profiler import table
+
+        return getattr(table, name)
+    raise AttributeError(f"module 'profiler' has no attribute {name!r}")
 
 
 def profile(**kwargs):

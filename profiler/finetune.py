@@ -67,6 +67,8 @@ class FinetuneConfig:
             raise ValueError("epochs must be > 0, batch_size and grad_accum >= 1")
         if self.keep_checkpoints not in ("all", "last", "none"):
             raise ValueError(f"keep_checkpoints must be all, last or none, got {self.keep_checkpoints!r}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
 
     @property
     def lr(self) -> float:
@@ -142,11 +144,16 @@ def _renamed_args(cls, grad_ckpt: bool, warmup_ratio: float) -> dict:
         out["train_sampling_strategy"] = "group_by_length"
     else:
         out["group_by_length"] = True
-    if "warmup_ratio" in names and "warmup_steps" in names and cls.__dataclass_fields__["warmup_steps"].type == "int":
-        out["warmup_ratio"] = warmup_ratio
-    else:
-        out["warmup_steps"] = warmup_ratio  # a float below 1 is a ratio of the total steps
-    return out
+    return {**out, **warmup_args(cls, warmup_ratio)}
+
+
+def warmup_args(cls, ratio: float) -> dict[str, float]:
+    """Warm-up as a fraction of the steps, for the installed ``TrainingArguments``: ``warmup_ratio`` where
+    ``warmup_steps`` is an int (transformers 4), else ``warmup_steps`` (5 reads a float below 1 as a ratio)."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    if "warmup_ratio" in fields and "warmup_steps" in fields and fields["warmup_steps"].type in ("int", int):
+        return {"warmup_ratio": ratio}
+    return {"warmup_steps": ratio}
 
 
 def estimate_disk_bytes(model, cfg: FinetuneConfig) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from dataclasses import asdict
@@ -11,6 +10,7 @@ from pathlib import Path
 import torch
 
 from profiler.errors import ModelError, SftmixError
+from profiler.finetune import warmup_args
 from trainer_plugin.config import SFTMixConfig, TrainConfig
 from trainer_plugin.data import PairCollator, SplitDataset, load_training_set
 from trainer_plugin.trainer import SFTMixTrainer
@@ -42,13 +42,6 @@ def _load_target(cfg: TrainConfig):
     return tok, model
 
 
-def _warmup_kwargs(args_cls, ratio: float) -> dict[str, float]:
-    """Warm-up as a fraction of the steps: ``warmup_ratio`` where it exists (transformers 4), else
-    ``warmup_steps`` (transformers 5 reads a value below 1 as a fraction and has no ``warmup_ratio``)."""
-    names = {f.name for f in dataclasses.fields(args_cls)}
-    return {"warmup_ratio": ratio} if "warmup_ratio" in names else {"warmup_steps": ratio}
-
-
 def build_trainer(cfg: TrainConfig, **trainer_kwargs) -> SFTMixTrainer:
     """Everything checked and loaded, nothing trained yet."""
     from transformers import TrainingArguments
@@ -70,7 +63,7 @@ def build_trainer(cfg: TrainConfig, **trainer_kwargs) -> SFTMixTrainer:
         weight_decay=cfg.weight_decay,
         lr_scheduler_type=cfg.lr_scheduler,
         optim="adamw_torch",
-        **_warmup_kwargs(TrainingArguments, cfg.warmup_ratio),
+        **warmup_args(TrainingArguments, cfg.warmup_ratio),
         seed=cfg.seed,
         data_seed=cfg.seed,
         bf16=on_gpu and torch.cuda.is_bf16_supported(),
