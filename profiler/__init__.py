@@ -3,7 +3,6 @@
 __version__ = "0.1.0"
 
 
-
 def __getattr__(name: str):
     # The table API is imported on first use, so the scorer and fine-tuning import without duckdb and polars.
     if name in ("ConfidenceTable", "open_table"):
