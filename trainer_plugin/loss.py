@@ -18,7 +18,7 @@ from profiler.models import causal_lm_parts
 
 IGNORE = -100
 # Logit elements per LM-head chunk when the chunk size is left to us: 64M (256 MiB in float32), so a 256k
-# vocabulary gets 256-token chunks and a 32k-128k one 512-1024 (measured in benchmarks/README.md).
+# vocabulary gets 262-token chunks, a 128k one 523 and one up to 64k 1024 (measured in benchmarks/README.md).
 CHUNK_LOGITS = 2**26
 
 
