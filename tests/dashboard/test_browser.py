@@ -93,6 +93,16 @@ def wait_for_text(driver, *texts: str, timeout: float = 45) -> str:
         pytest.fail(f"page never showed {texts}; it shows:\n{driver.find_element(By.TAG_NAME, 'body').text}")
 
 
+def wait_for_element(driver, css: str, timeout: float = 45):
+    """The first element matching ``css``, once the page has drawn it (the sidebar can come after the body)."""
+    try:
+        return WebDriverWait(driver, timeout, poll_frequency=0.25).until(
+            lambda d: (found := d.find_elements(By.CSS_SELECTOR, css)) and found[0]
+        )
+    except Exception:
+        pytest.fail(f"page never drew {css!r}; it shows:\n{driver.find_element(By.TAG_NAME, 'body').text}")
+
+
 def screenshot(driver, name: str, tmp_path: Path) -> Path:
     out = Path(os.environ.get("SFTMIX_ARTIFACTS") or tmp_path) / name
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -119,7 +129,7 @@ def test_dashboard_in_chromium(server, browser, tmp_path):
     # SQL-looking search text in the sidebar is just text: one match, no error, the table intact afterwards.
     browser.get(server + "/explorer")
     wait_for_text(browser, "Explorer", "31 examples match the filter")
-    box = browser.find_element(By.CSS_SELECTOR, "input[aria-label='Search text or example id']")
+    box = wait_for_element(browser, "input[aria-label='Search text or example id']")
     box.send_keys("'; DROP TABLE examples; --", Keys.ENTER)
     body = wait_for_text(browser, "1 examples match the filter")
     assert "Error" not in body and "Traceback" not in body
