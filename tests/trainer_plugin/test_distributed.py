@@ -74,6 +74,19 @@ def _assert_same_run(out, state: dict, ddp_out, ddp_state: dict) -> None:
         torch.testing.assert_close(got[name], want[name], atol=1e-5, rtol=1e-4, msg=name)
 
 
+def _accelerate(config_file, port: int) -> list[str]:
+    """``accelerate launch`` with a config file, on its own port."""
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(config_file),
+        "--main_process_port",
+        str(port),
+    ]
+
+
 @pytest.fixture(scope="module")
 def ddp_run(tiny_llama, profile, tmp_path_factory):  # noqa: F811
     out = tmp_path_factory.mktemp("ddp")
@@ -118,16 +131,7 @@ def test_accelerate_fsdp_two_processes(tiny_llama, profile, tmp_path, version, d
     cfg = tmp_path / "fsdp.yaml"
     reshard = "FULL_SHARD" if version == 1 else "true"
     cfg.write_text(FSDP_CONFIG.format(version=version, reshard=reshard))
-    launcher = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--config_file",
-        str(cfg),
-        "--main_process_port",
-        str(29540 + version),
-    ]
-    state = _run(launcher + _train_args(tiny_llama, profile[0], out), out)
+    state = _run(_accelerate(cfg, 29540 + version) + _train_args(tiny_llama, profile[0], out), out)
     _assert_same_run(out, state, *ddp_run)
 
 
@@ -161,14 +165,5 @@ def test_accelerate_deepspeed_two_processes(tiny_llama, profile, tmp_path, stage
     out = tmp_path / f"zero{stage}"
     cfg = tmp_path / "ds.yaml"
     cfg.write_text(DEEPSPEED_CONFIG.format(stage=stage))
-    launcher = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--config_file",
-        str(cfg),
-        "--main_process_port",
-        str(29550 + stage),
-    ]
-    state = _run(launcher + _train_args(tiny_llama, profile[0], out), out)
+    state = _run(_accelerate(cfg, 29550 + stage) + _train_args(tiny_llama, profile[0], out), out)
     _assert_same_run(out, state, *ddp_run)
