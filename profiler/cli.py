@@ -1,4 +1,9 @@
-"""The `sftmix` console script: one subcommand per job, each a thin layer over a library function."""
+"""The `sftmix` console script: one subcommand per job, each a thin layer over a library function.
+
+Every subcommand's options are dataclasses (:mod:`profiler.config`, :mod:`trainer_plugin.config`); their flags
+come from those fields, so a value outside its range stops the command in one line, exit code 2, before any
+model loads. Ctrl-C stops any subcommand with one line and exit code 130 (a profile or score run resumes).
+"""
 
 from __future__ import annotations
 
@@ -6,43 +11,36 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from profiler.config_cli import add_dataclass_args, build_config, build_configs
+from profiler import config as C
 from profiler.errors import SftmixError
+from profiler.options import build, make_parser_class
 
 
-def _score_config(args: argparse.Namespace):
-    from profiler.score_run import ScoreConfig
-
-    return build_config(ScoreConfig, args)
-
-
-def cmd_profile(args: argparse.Namespace) -> int:
-    from profiler.finetune import FinetuneConfig
+def cmd_profile(score_cfg: C.ScoreConfig, ft_cfg: C.FinetuneConfig, extras: C.ProfileExtras) -> int:
     from profiler.profile_run import run_profile
-    from profiler.score_run import ScoreConfig
 
-    score_cfg, ft_cfg = build_configs([ScoreConfig, FinetuneConfig], args)
     if score_cfg.checkpoints:
         raise SftmixError("profile takes --checkpoints-from DIR; --checkpoint belongs to `sftmix score`")
-    out = run_profile(score_cfg, ft_cfg, checkpoints_from=args.checkpoints_from)
+    out = run_profile(score_cfg, ft_cfg, checkpoints_from=extras.checkpoints_from)
     return print_info(out)
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from trainer_plugin.config import TrainConfig
-    from trainer_plugin.train import run_train
-
-    out = run_train(build_config(TrainConfig, args))
-    print(f"trained model saved to {out}")
-    return 0
-
-
-def cmd_score(args: argparse.Namespace) -> int:
+def cmd_score(cfg: C.ScoreConfig) -> int:
     from profiler.score_run import run_score
 
-    out = run_score(_score_config(args))
-    return print_info(out)
+    return print_info(run_score(cfg))
+
+
+def cmd_train(cfg) -> int:
+    from trainer_plugin.train import run_train
+
+    out = run_train(cfg)
+    print(f"trained model saved to {out}")
+    return 0
 
 
 def print_info(path: str, as_json: bool = False) -> int:
@@ -68,129 +66,132 @@ def print_info(path: str, as_json: bool = False) -> int:
     return 0
 
 
-def cmd_info(args: argparse.Namespace) -> int:
-    return print_info(args.table, args.json)
+def cmd_info(o: C.InfoOptions) -> int:
+    return print_info(o.table, o.json)
 
 
-def cmd_export(args: argparse.Namespace) -> int:
+def cmd_export(o: C.ExportOptions) -> int:
     from profiler.export import export_split
 
-    n = export_split(args.table, args.output, split=args.split, fmt=args.format)
-    print(f"wrote {n} examples ({args.split}) to {args.output}")
+    n = export_split(o.table, o.output, split=o.split, fmt=o.format, overwrite=o.overwrite)
+    print(f"wrote {n} examples ({o.split}) to {o.output}")
     return 0
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
+def cmd_compare(o: C.CompareOptions) -> int:
     from profiler.table.compare import compare_tables
 
-    cmp = compare_tables(args.a, args.b)
-    if args.json:
-        print(json.dumps(cmp.to_dict(args.flips), indent=2, default=str))
+    cmp = compare_tables(o.a, o.b)
+    if o.json:
+        print(json.dumps(cmp.to_dict(o.flips), indent=2, default=str))
     else:
-        print(cmp.text(args.flips))
-    if args.flips_out:
-        cmp.flips.write_ndjson(args.flips_out)
-        print(f"wrote {cmp.flips.height} flipped examples to {args.flips_out}", file=sys.stderr)
+        print(cmp.text(o.flips))
+    if o.flips_out:
+        cmp.flips.write_ndjson(o.flips_out)
+        print(f"wrote {cmp.flips.height} flipped examples to {o.flips_out}", file=sys.stderr)
     return 0
 
 
-def cmd_merge(args: argparse.Namespace) -> int:
+def cmd_merge(o: C.MergeOptions) -> int:
     from profiler.shards import merge_parts
 
-    out = merge_parts(
-        args.out, args.parts or None, n_bins=args.n_bins, projection=args.projection, projection_seed=args.seed
-    )
+    out = merge_parts(o.out, o.parts or None, n_bins=o.n_bins, projection=o.projection, projection_seed=o.seed)
     return print_info(str(out))
 
 
-def cmd_dashboard(args: argparse.Namespace) -> int:
+def cmd_dashboard(o: C.DashboardOptions) -> int:
     from dashboard.launch import run_dashboard
 
-    return run_dashboard(args.table, port=args.port, host=args.host, compare=args.compare)
+    return run_dashboard(o.table, port=o.port, host=o.host, compare=o.compare)
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def cmd_demo(o: C.DemoOptions) -> int:
     from profiler.demo import run_demo
 
-    return run_demo(args)
+    return run_demo(o)
 
 
-def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sftmix", description="Profile SFT data confidence and train with SFTMix.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    from profiler.score_run import ScoreConfig
-
-    p = sub.add_parser("score", help="score given checkpoints (or a model) on a dataset into a confidence table")
-    add_dataclass_args(p, ScoreConfig, {"checkpoints": "checkpoint", "data": "data", "fields": "field"})
-    p.set_defaults(func=cmd_score)
-
-    from profiler.finetune import FinetuneConfig
-
-    p = sub.add_parser("profile", help="fine-tune the reference model, score each checkpoint, write the table")
-    add_dataclass_args(p, ScoreConfig, {"checkpoints": "checkpoint", "fields": "field"})
-    add_dataclass_args(p, FinetuneConfig, add_config=False)
-    p.add_argument("--checkpoints-from", help="score the checkpoints in this directory instead of fine-tuning")
-    p.set_defaults(func=cmd_profile)
-
+def _train_classes() -> list[type]:
     from trainer_plugin.config import TrainConfig
 
-    p = sub.add_parser("train", help="train a target model with SFTMix from a profile")
-    add_dataclass_args(p, TrainConfig)
-    p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser("export", help="export a split with its confidence columns")
-    p.add_argument("table")
-    p.add_argument("--split", choices=["confident", "unconfident", "all"], default="all")
-    p.add_argument("--format", choices=["jsonl", "parquet", "hf"], default="jsonl")
-    p.add_argument("-o", "--output", required=True, help="output file (jsonl, parquet) or directory (hf)")
-    p.set_defaults(func=cmd_export)
-
-    p = sub.add_parser("info", help="summarize a confidence table")
-    p.add_argument("table")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=cmd_info)
-
-    p = sub.add_parser("compare", help="compare two profiles of the same data (correlation, split agreement, flips)")
-    p.add_argument("a", help="first table (A)")
-    p.add_argument("b", help="second table (B)")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.add_argument("--flips", type=int, default=10, help="flipped examples to list")
-    p.add_argument("--flips-out", help="write all flipped examples to this JSONL file")
-    p.set_defaults(func=cmd_compare)
-
-    p = sub.add_parser("merge", help="merge the part files of `sftmix score --shard i/N` into one table")
-    p.add_argument("out", help="the merged table; its parts are OUT-STEM.part-i-of-N.duckdb beside it by default")
-    p.add_argument("parts", nargs="*", help="part files (default: found beside OUT)")
-    p.add_argument("--n-bins", type=int, default=10, help="quantile bins of confidence")
-    p.add_argument("--projection", choices=["auto", "umap", "pca", "none"], default="auto")
-    p.add_argument("--seed", type=int, default=0, help="seed of the projection")
-    p.set_defaults(func=cmd_merge)
-
-    p = sub.add_parser("dashboard", help="explore a table in the browser (Streamlit)")
-    p.add_argument("table")
-    p.add_argument("--port", type=int, default=8501, help="0 picks a free port")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: localhost only)")
-    p.add_argument("--compare", help="a second profile of the same data, for the compare page")
-    p.set_defaults(func=cmd_dashboard)
-
-    from profiler.demo import add_demo_args
-
-    p = sub.add_parser("demo", help="profile the packaged data with SmolLM2-135M, then open the dashboard")
-    add_demo_args(p)
-    p.set_defaults(func=cmd_demo)
-    return parser
+    return [TrainConfig]
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
+@dataclass(frozen=True)
+class Command:
+    help: str
+    run: Callable[..., int]
+    classes: Callable[[], list[type]]
+
+
+COMMANDS: dict[str, Command] = {
+    "profile": Command(
+        "fine-tune the reference model, score each checkpoint, write the table",
+        cmd_profile,
+        lambda: [C.ScoreConfig, C.FinetuneConfig, C.ProfileExtras],
+    ),
+    "score": Command(
+        "score given checkpoints (or a model) on a dataset into a confidence table", cmd_score, lambda: [C.ScoreConfig]
+    ),
+    "train": Command("train a target model with SFTMix from a profile", cmd_train, _train_classes),
+    "export": Command("export a split with its confidence columns", cmd_export, lambda: [C.ExportOptions]),
+    "info": Command("summarize a confidence table", cmd_info, lambda: [C.InfoOptions]),
+    "compare": Command(
+        "compare two profiles of the same data (correlation, split agreement, flips)",
+        cmd_compare,
+        lambda: [C.CompareOptions],
+    ),
+    "merge": Command(
+        "merge the part files of `sftmix score --shard i/N` into one table", cmd_merge, lambda: [C.MergeOptions]
+    ),
+    "dashboard": Command("explore a table in the browser (Streamlit)", cmd_dashboard, lambda: [C.DashboardOptions]),
+    "demo": Command(
+        "profile the packaged data with SmolLM2-135M, then open the dashboard", cmd_demo, lambda: [C.DemoOptions]
+    ),
+}
+
+
+def make_parser() -> tuple[argparse.ArgumentParser, dict[str, Any]]:
+    """The top-level parser and each subcommand's parser (flags built from its option dataclasses)."""
+    parser_class = make_parser_class()
+    parser = parser_class(prog="sftmix", description="Profile SFT data confidence and train with SFTMix.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=parser_class)
+    subparsers = {}
+    for name, cmd in COMMANDS.items():
+        subparsers[name] = sub.add_parser(name, help=cmd.help, description=cmd.help, dataclass_types=cmd.classes())
+    return parser, subparsers
+
+
+def _interrupted(command: str, cfgs: Sequence[Any]) -> str:
+    """The one line printed on Ctrl-C: what was kept and how to go on."""
+    out = next((getattr(c, "out", None) for c in cfgs if getattr(c, "out", None)), None)
+    if command in ("profile", "score") and out:
+        return f"interrupted; what was finished is saved in {out}: run the same command again to resume"
+    return "interrupted"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser, subparsers = make_parser()
+    command = next((a for a in argv if not a.startswith("-")), None)
+    cfgs: list[Any] = []
+    try:
+        if command in subparsers:
+            subparsers[command].apply_config_args(argv[argv.index(command) + 1 :])
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, or a bad flag (already reported in one line)
+        return e.code if isinstance(e.code, int) else 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
-        return args.func(args)
+        cfgs = build(COMMANDS[command].classes(), args)
+        return COMMANDS[command].run(*cfgs)
     except SftmixError as e:
-        print(f"sftmix {args.command}: error: {e}", file=sys.stderr)
+        print(f"sftmix {command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"\nsftmix {command}: {_interrupted(command, cfgs)}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -2,36 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
-
-def add_demo_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workdir", default="demo_run", help="where the sample data, checkpoints and table go")
-    p.add_argument("--n-faq", type=int, default=150, help="FAQ examples to sample (503 in all)")
-    p.add_argument("--n-chat", type=int, default=150, help="chatterbot dialogs to sample (~1.1k in all)")
-    p.add_argument("--n-checkpoints", type=int, default=3, help="reference checkpoints to score")
-    p.add_argument("--lora", action=argparse.BooleanOptionalAction, default=True, help="LoRA (default) or full FT")
-    p.add_argument("--max-length", type=int, default=384, help="longer examples are truncated")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto")
-    p.add_argument(
-        "--dashboard",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="open the dashboard on the table when done (default; Ctrl-C stops it)",
-    )
-    p.add_argument("--port", type=int, default=8501, help="dashboard port (0: a free one)")
+from profiler.config import DemoOptions
 
 
-def run_demo(args: argparse.Namespace) -> int:
+def run_demo(args: DemoOptions) -> int:
     from profiler.assets import smollm2_checkpoint, write_demo_data
     from profiler.cli import print_info
-    from profiler.finetune import FinetuneConfig
+    from profiler.config import FinetuneConfig, ScoreConfig
     from profiler.profile_run import run_profile
-    from profiler.score_run import ScoreConfig
 
     work = Path(args.workdir)
     t0 = time.perf_counter()
@@ -45,6 +26,8 @@ def run_demo(args: argparse.Namespace) -> int:
         out=str(work / "run.duckdb"),
         device=args.device,
         dtype=args.dtype,
+        max_length=args.max_length,
+        truncate=True,
         on_error="skip",
     )
     ft_cfg = FinetuneConfig(n_checkpoints=args.n_checkpoints, lora=args.lora, seed=args.seed)

@@ -13,11 +13,11 @@ import logging
 import math
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from profiler.config import FinetuneConfig
 from profiler.data.render import RenderedExample, pad_batch
 from profiler.errors import ModelError, SftmixError
 from profiler.models import resolve_device
@@ -26,53 +26,6 @@ from profiler.scoring.base import ScoreItem
 log = logging.getLogger(__name__)
 
 RESUME_FILES = ("optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state.pth")
-
-
-@dataclass
-class FinetuneConfig:
-    """Hyper-parameters of the reference run; defaults suit a small, weak reference model."""
-
-    n_checkpoints: int = field(default=5, metadata={"help": "checkpoints C, evenly spaced, the last at the end"})
-    epochs: float = field(default=1.0, metadata={"help": "training epochs of the reference model"})
-    lora: bool = field(default=False, metadata={"help": "train a LoRA adapter instead of all weights"})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
-    learning_rate: float | None = field(
-        default=None, metadata={"help": "peak learning rate (default: 1e-5 full, 2e-4 LoRA)"}
-    )
-    batch_size: int = field(default=8, metadata={"help": "examples per device per step"})
-    grad_accum: int = field(default=1, metadata={"help": "gradient accumulation steps"})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
-    warmup_ratio: float = field(default=0.03, metadata={"help": "fraction of steps of linear warm-up"})
-    lr_scheduler: str = field(default="cosine", metadata={"help": "learning-rate schedule (Trainer's names)"})
-    seed: int = field(default=42, metadata={"help": "seed of initialization, data order and dropout"})
-    gradient_checkpointing: bool | None = field(
-        default=None, metadata={"help": "recompute activations (default: on for GPU)"}
-    )
-    checkpoint_dir: str | None = field(
-        default=None, metadata={"help": "where checkpoints go (default: next to the table)"}
-    )
-    keep_checkpoints: str = field(
-        default="all",
-        metadata={
-            "help": "after scoring keep all checkpoint weights, the last, or none",
-            "choices": ["all", "last", "none"],
-        },
-    )
-
-    def __post_init__(self) -> None:
-        if self.n_checkpoints < 1:
-            raise ValueError(f"n_checkpoints must be >= 1, got {self.n_checkpoints}")
-        if self.epochs <= 0 or self.batch_size < 1 or self.grad_accum < 1:
-            raise ValueError("epochs must be > 0, batch_size and grad_accum >= 1")
-        if self.keep_checkpoints not in ("all", "last", "none"):
-            raise ValueError(f"keep_checkpoints must be all, last or none, got {self.keep_checkpoints!r}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-
-    @property
-    def lr(self) -> float:
-        return self.learning_rate if self.learning_rate is not None else (2e-4 if self.lora else 1e-5)
 
 
 class _Examples(torch.utils.data.Dataset):

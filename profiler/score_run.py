@@ -11,14 +11,15 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from profiler import __version__
 from profiler.checkpoints import discover_checkpoints
 from profiler.confidence import compute_confidence
+from profiler.config import ScoreConfig
 from profiler.data.load import LoadedRow, load_examples, record_json
-from profiler.data.render import TEMPLATES, RenderedExample, Renderer
+from profiler.data.render import RenderedExample, Renderer
 from profiler.embed import project_table
 from profiler.errors import DataError, SftmixError
 from profiler.models import load_causal_lm, load_tokenizer, resolve_device, resolve_dtype
@@ -28,109 +29,6 @@ from profiler.shards import in_shard, parse_shard, part_path
 from profiler.table.writer import CheckpointInfo, TableWriter
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ScoreConfig:
-    """Settings of a scoring run. Every field is recorded in the table's ``meta``."""
-
-    model: str = field(metadata={"help": "reference model (directory or hub name); base model of adapter checkpoints"})
-    data: list[str] = field(metadata={"help": "data file, datasets directory or hub name, optionally NAME=PATH"})
-    out: str = field(metadata={"help": "the DuckDB confidence table to write (resumed when it exists)"})
-    checkpoints: list[str] = field(
-        default_factory=list,
-        metadata={
-            "help": "checkpoint directory to score (a Trainer output dir means all its checkpoint-N); "
-            "none: score the model itself"
-        },
-    )
-    format: str = field(
-        default="auto",
-        metadata={"help": "record format", "choices": ["auto", "alpaca", "prompt_completion", "chat", "sharegpt"]},
-    )
-    fields: dict[str, str] = field(default_factory=dict, metadata={"help": "field-name override NAME=COLUMN"})
-    split: str = field(default="train", metadata={"help": "split of a multi-split dataset"})
-    template: str = field(
-        default="auto", metadata={"help": "auto (chat template if any), chat or alpaca", "choices": list(TEMPLATES)}
-    )
-    max_length: int = field(default=2048, metadata={"help": "longest example in tokens"})
-    truncate: bool = field(default=False, metadata={"help": "truncate longer examples instead of rejecting them"})
-    on_error: str = field(
-        default="raise",
-        metadata={"help": "raise, or skip (bad rows kept with their reason)", "choices": ["raise", "skip"]},
-    )
-    backend: str = field(
-        default="auto",
-        metadata={
-            "help": "scoring backend: auto (vLLM if installed and on a GPU, else torch), torch or vllm",
-            "choices": ["auto", "torch", "vllm"],
-        },
-    )
-    tensor_parallel_size: int = field(default=1, metadata={"help": "vLLM: GPUs per engine"})
-    gpu_memory_utilization: float = field(default=0.9, metadata={"help": "vLLM: fraction of GPU memory to use"})
-    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:1, ..."})
-    dtype: str = field(
-        default="auto",
-        metadata={
-            "help": "auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16",
-            "choices": ["auto", "float32", "bfloat16", "float16"],
-        },
-    )
-    max_tokens: int | None = field(
-        default=None, metadata={"help": "padded tokens per scoring batch (default: 1024 on CPU, 16384 on GPU)"}
-    )
-    max_batch_size: int | None = field(default=None, metadata={"help": "cap on rows per scoring batch"})
-    n_bins: int = field(default=10, metadata={"help": "quantile bins of confidence"})
-    embed: bool = field(
-        default=True,
-        metadata={"help": "store each example's mean-pooled final hidden state at the last checkpoint (same pass)"},
-    )
-    projection: str = field(
-        default="auto",
-        metadata={
-            "help": "2-D map of the embeddings: auto (UMAP if installed, else PCA), umap, pca or none",
-            "choices": ["auto", "umap", "pca", "none"],
-        },
-    )
-    projection_sample: int = field(
-        default=50_000, metadata={"help": "fit the projection on at most this many examples, transform the rest"}
-    )
-    projection_seed: int = field(default=0, metadata={"help": "seed of the projection"})
-    shard: str | None = field(
-        default=None,
-        metadata={"help": "i/N: score only shard i of N into OUT's part file (combine the parts with `sftmix merge`)"},
-    )
-    workers: int = field(
-        default=1,
-        metadata={"help": "scoring workers on this node, worker k on cuda:k, merged at the end; 0: one per GPU"},
-    )
-    ray: str | None = field(
-        default=None,
-        metadata={
-            "help": "score with Ray Data actors: auto (this machine's cluster), an address, or local (start one); "
-            "paths must be readable on every node"
-        },
-    )
-    progress: bool = field(default=True, metadata={"help": "show progress bars"})
-
-    def __post_init__(self) -> None:
-        if not self.data:
-            raise ValueError("at least one data source is needed")
-        if self.template not in TEMPLATES:
-            raise ValueError(f"template must be one of {TEMPLATES}, got {self.template!r}")
-        if self.on_error not in ("raise", "skip"):
-            raise ValueError(f"on_error must be 'raise' or 'skip', got {self.on_error!r}")
-        if self.backend not in ("auto", "torch", "vllm"):
-            raise ValueError(f"unknown backend {self.backend!r}; choose auto, torch or vllm")
-        if self.projection not in ("auto", "umap", "pca", "none"):
-            raise ValueError(f"projection must be auto, umap, pca or none, got {self.projection!r}")
-        parse_shard(self.shard)  # raises on a malformed spec
-        if self.ray and (self.backend == "vllm" or self.workers != 1):
-            raise ValueError("--ray runs the torch scorer in Ray actors; drop --backend vllm / --workers")
-        if self.workers < 0 or (self.workers != 1 and self.shard):
-            raise ValueError("workers must be >= 0, and --shard runs one worker (drop --workers)")
-        if self.max_length < 2 or (self.max_tokens is not None and self.max_tokens < 1):
-            raise ValueError("max_length must be >= 2 and max_tokens >= 1")
 
 
 @dataclass

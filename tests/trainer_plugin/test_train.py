@@ -99,9 +99,9 @@ def test_bad_input_stops_before_training(tiny_llama, profile, tmp_path, chat_fil
         config(tiny_llama, profile[0], tmp_path, batch_size=3)
     with pytest.raises(ValueError, match="even"):
         config(tiny_llama, profile[0], tmp_path, batch_size=0)
-    with pytest.raises(ValueError, match="mu must be >= 0"):
+    with pytest.raises(ValueError, match=r"--mu -0.1: must be >= 0"):
         config(tiny_llama, profile[0], tmp_path, mu=-0.1)
-    with pytest.raises(ValueError, match="alpha must be > 0"):
+    with pytest.raises(ValueError, match=r"--alpha 0: must be > 0"):
         config(tiny_llama, profile[0], tmp_path, alpha=0)
     with pytest.raises(ProfileMismatch, match="2 of 2 training examples are not in the profile"):
         build_trainer(config(tiny_llama, profile[0], tmp_path, data=[str(chat_file)]))
@@ -124,7 +124,7 @@ def test_warmup_ratio_is_a_fraction_of_the_steps(tiny_llama, profile, tmp_path):
     # The rate each step used: 0, half, the peak after two warm-up steps, then the linear decay.
     assert lrs[:3] == pytest.approx([0.0, 5e-4, 1e-3])
     assert lrs[3] < lrs[2]
-    with pytest.raises(ValueError, match="warmup_ratio"):
+    with pytest.raises(ValueError, match=r"--warmup-ratio 1.0: must be in \[0, 1\)"):
         config(tiny_llama, profile[0], tmp_path, warmup_ratio=1.0)
 
 
@@ -176,7 +176,7 @@ def test_cli_train_with_and_without_mixup(tiny_llama, profile, tmp_path, capsys)
         )
         == 2
     )
-    assert "batch_size must be even" in capsys.readouterr().err
+    assert "--batch-size 5: must be an even integer" in capsys.readouterr().err
 
 
 def test_mixin_with_trl_sfttrainer(tiny_llama, profile, tmp_path):
