@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from dashboard.synthetic import write_synthetic_profile
+from synthetic import write_synthetic_profile  # benchmarks/synthetic.py
 
 APP = str(Path(__file__).parents[1] / "dashboard" / "app.py")
 PAGES = ["overview", "data_map", "semantic_map", "dynamics", "explorer", "export"]

@@ -28,7 +28,7 @@ from workload import synthetic_examples  # benchmarks/workload.py
 
 from profiler.data.render import Renderer
 from profiler.finetune import FinetuneConfig, finetune
-from profiler.models import is_adapter_dir, load_causal_lm, load_tokenizer, resolve_device, resolve_dtype
+from profiler.hf import is_adapter_dir, load_causal_lm, load_tokenizer, resolve_device, resolve_dtype
 from profiler.scoring import ScoreItem, TorchScorer
 
 ALPACA_N = 52002

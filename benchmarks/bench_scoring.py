@@ -21,7 +21,7 @@ from workload import synthetic_examples  # benchmarks/workload.py
 
 from profiler.assets import smollm2_checkpoint, write_demo_data
 from profiler.data import Renderer, load_examples
-from profiler.models import load_causal_lm, load_tokenizer
+from profiler.hf import load_causal_lm, load_tokenizer
 from profiler.scoring import ScoreItem, TorchScorer
 
 

@@ -55,10 +55,7 @@ def main() -> None:
     model = args.model or str(smollm2_checkpoint())
 
     with open_table(args.profile) as t:
-        rows = t.con.execute(
-            "SELECT e.example_id, e.record, e.messages FROM confidence c "
-            "JOIN examples e USING (example_id) ORDER BY e.row_index"
-        ).fetchall()
+        rows = t.split_examples().select("example_id", "record", "messages").rows()
     rng = random.Random(args.seed)
     rng.shuffle(rows)
     n_eval = int(len(rows) * args.held_out)

@@ -1,7 +1,9 @@
-"""The dashboard's queries: pure functions over a read-only DuckDB connection, returning polars frames or dicts.
+"""The dashboard's queries: pure functions over a reader's cursor, returning polars frames or dicts.
 
-Aggregation and sampling happen in DuckDB, so a page costs the same for 1k or 1M examples. Every value a user
-types reaches DuckDB as a parameter, never as SQL text.
+They query only the read views that :mod:`profiler.table.schema` defines (``example_view``, ``score_view``,
+``checkpoint_view``, ``meta_view``), which the reader creates on each cursor it hands out
+(:meth:`profiler.table.ConfidenceTable.cursor`). Aggregation and sampling happen in DuckDB, so a page costs the
+same for 1k or 1M examples. Every value a user types reaches DuckDB as a parameter, never as SQL text.
 """
 
 from __future__ import annotations
@@ -15,18 +17,9 @@ import duckdb
 import polars as pl
 
 from profiler.table.db import fetch_frame
+from profiler.table.records import records_frame, rows_to_records, write_jsonl
 
 SPLIT_NAMES = ("confident", "unconfident", "unscored")  # 'unscored': rows with no confidence (bad rows, say)
-
-# One row per example: its text, status and confidence columns, and its map coordinates (never the vectors).
-BASE = """
-SELECT e.example_id, e.row_index, e.source, e.status, e.prompt, e.response, e.n_prompt_tokens,
-       e.n_response_tokens, e.truncated, c.confidence, c.mean_nll, c.variability,
-       coalesce(c.split, 'unscored') AS split, c.quantile_bin, c.rank, m.umap_x, m.umap_y
-FROM examples e
-LEFT JOIN confidence c USING (example_id)
-LEFT JOIN (SELECT example_id, umap_x, umap_y FROM embeddings) m USING (example_id)
-"""
 
 SORTABLE = ("rank", "confidence", "variability", "mean_nll", "row_index", "n_response_tokens", "source")
 
@@ -48,7 +41,7 @@ class Filter:
     ids: tuple[str, ...] | None = None
 
     def where(self) -> tuple[str, list[Any]]:
-        """A WHERE clause over :data:`BASE`'s columns and its parameters."""
+        """A WHERE clause over ``example_view``'s columns and its parameters."""
         parts, params = ["TRUE"], []
         if self.splits:
             parts.append("list_contains(?::VARCHAR[], split)")
@@ -82,21 +75,27 @@ def _scalar(con: duckdb.DuckDBPyConnection, q: str, params: list | None = None) 
 
 
 def meta(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
-    return {k: json.loads(v) for k, v in con.execute("SELECT key, value FROM meta").fetchall()}
+    return {k: json.loads(v) for k, v in con.execute("SELECT key, value FROM meta_view").fetchall()}
 
 
 def overview(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     """Counts for the overview page."""
     m = meta(con)
-    splits = dict(con.execute("SELECT split, count(*) FROM confidence GROUP BY 1").fetchall())
-    lo, med, hi = con.execute("SELECT min(confidence), median(confidence), max(confidence) FROM confidence").fetchone()
+    examples, scored, confident, unconfident, embedded, lo, med, hi = con.execute(
+        """
+        SELECT count(*), count(confidence), count(*) FILTER (WHERE split = 'confident'),
+               count(*) FILTER (WHERE split = 'unconfident'), count(umap_x), min(confidence), median(confidence),
+               max(confidence)
+        FROM example_view
+        """
+    ).fetchone()
     return {
-        "examples": _scalar(con, "SELECT count(*) FROM examples"),
-        "scored": _scalar(con, "SELECT count(*) FROM confidence"),
-        "confident": splits.get("confident", 0),
-        "unconfident": splits.get("unconfident", 0),
-        "checkpoints": _scalar(con, "SELECT count(*) FROM checkpoints"),
-        "embedded": _scalar(con, "SELECT count(*) FROM embeddings WHERE umap_x IS NOT NULL"),
+        "examples": examples,
+        "scored": scored,
+        "confident": confident,
+        "unconfident": unconfident,
+        "checkpoints": _scalar(con, "SELECT count(*) FROM checkpoint_view"),
+        "embedded": embedded,
         "median_confidence": med,
         "min_confidence": lo,
         "max_confidence": hi,
@@ -108,12 +107,12 @@ def overview(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
 
 
 def status_counts(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
-    return fetch_frame(con, "SELECT status, count(*) AS examples FROM examples GROUP BY 1 ORDER BY 2 DESC, 1")
+    return fetch_frame(con, "SELECT status, count(*) AS examples FROM example_view GROUP BY 1 ORDER BY 2 DESC, 1")
 
 
 def confidence_histogram(con: duckdb.DuckDBPyConnection, bins: int = 60) -> pl.DataFrame:
     """Counts of confidence per (bin, split), binned in DuckDB: columns ``lo``, ``hi``, ``split``, ``count``."""
-    lo, hi = con.execute("SELECT min(confidence), max(confidence) FROM confidence").fetchone()
+    lo, hi = con.execute("SELECT min(confidence), max(confidence) FROM example_view").fetchone()
     if lo is None:
         return pl.DataFrame(schema={"lo": pl.Float64, "hi": pl.Float64, "split": pl.Utf8, "count": pl.Int64})
     width = (hi - lo) / bins if hi > lo else 1.0
@@ -121,7 +120,8 @@ def confidence_histogram(con: duckdb.DuckDBPyConnection, bins: int = 60) -> pl.D
         con,
         """
         SELECT ? + b * ? AS lo, ? + (b + 1) * ? AS hi, split, count(*) AS count
-        FROM (SELECT least(CAST(floor((confidence - ?) / ?) AS BIGINT), ? - 1) AS b, split FROM confidence)
+        FROM (SELECT least(CAST(floor((confidence - ?) / ?) AS BIGINT), ? - 1) AS b, split FROM example_view
+              WHERE confidence IS NOT NULL)
         GROUP BY b, split ORDER BY b, split
         """,
         [lo, width, lo, width, lo, width, bins],
@@ -133,13 +133,13 @@ def source_breakdown(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     return fetch_frame(
         con,
         """
-        SELECT e.source, count(*) AS examples, count(c.example_id) AS scored,
-               count(*) FILTER (WHERE c.split = 'confident') AS confident,
-               count(*) FILTER (WHERE c.split = 'unconfident') AS unconfident,
-               round(count(*) FILTER (WHERE c.split = 'confident') / greatest(count(c.example_id), 1), 4)
+        SELECT source, count(*) AS examples, count(confidence) AS scored,
+               count(*) FILTER (WHERE split = 'confident') AS confident,
+               count(*) FILTER (WHERE split = 'unconfident') AS unconfident,
+               round(count(*) FILTER (WHERE split = 'confident') / greatest(count(confidence), 1), 4)
                    AS share_confident,
-               median(c.confidence) AS median_confidence
-        FROM examples e LEFT JOIN confidence c USING (example_id)
+               median(confidence) AS median_confidence
+        FROM example_view
         GROUP BY 1 ORDER BY 1
         """,
     )
@@ -149,12 +149,12 @@ def distinct_values(con: duckdb.DuckDBPyConnection, column: str) -> list[str]:
     """Distinct sources or statuses (``column`` is chosen by code from a fixed set, never by the user)."""
     if column not in ("source", "status"):
         raise ValueError(f"no distinct values for {column!r}")
-    return [r[0] for r in con.execute(f"SELECT DISTINCT {column} FROM examples ORDER BY 1").fetchall()]
+    return [r[0] for r in con.execute(f"SELECT DISTINCT {column} FROM example_view ORDER BY 1").fetchall()]
 
 
 def count(con: duckdb.DuckDBPyConnection, flt: Filter) -> int:
     where, params = flt.where()
-    return _scalar(con, f"SELECT count(*) FROM ({BASE}) WHERE {where}", params)
+    return _scalar(con, f"SELECT count(*) FROM example_view WHERE {where}", params)
 
 
 def sample_points(
@@ -166,13 +166,13 @@ def sample_points(
     """
     where, params = flt.where()
     where += " AND confidence IS NOT NULL" + (" AND umap_x IS NOT NULL" if need_map else "")
-    total = _scalar(con, f"SELECT count(*) FROM ({BASE}) WHERE {where}", params)
+    total = _scalar(con, f"SELECT count(*) FROM example_view WHERE {where}", params)
     frame = fetch_frame(
         con,
         f"""
         SELECT example_id, source, split, confidence, variability, mean_nll, quantile_bin, umap_x, umap_y,
                left(coalesce(prompt, ''), 200) AS prompt
-        FROM ({BASE}) WHERE {where}
+        FROM example_view WHERE {where}
         ORDER BY hash(example_id, ?) LIMIT ?
         """,
         [*params, seed, cap],
@@ -193,13 +193,13 @@ def explore(
     if sort not in SORTABLE:
         raise ValueError(f"cannot sort by {sort!r}; choose one of {SORTABLE}")
     where, params = flt.where()
-    total = _scalar(con, f"SELECT count(*) FROM ({BASE}) WHERE {where}", params)
+    total = _scalar(con, f"SELECT count(*) FROM example_view WHERE {where}", params)
     frame = fetch_frame(
         con,
         f"""
         SELECT example_id, source, split, confidence, variability, mean_nll, rank, status,
                left(coalesce(prompt, ''), 160) AS prompt, left(coalesce(response, ''), 160) AS response
-        FROM ({BASE}) WHERE {where}
+        FROM example_view WHERE {where}
         ORDER BY {sort} {"DESC" if descending else "ASC"} NULLS LAST, example_id LIMIT ? OFFSET ?
         """,
         [*params, int(limit), int(offset)],
@@ -209,12 +209,7 @@ def explore(
 
 def example_detail(con: duckdb.DuckDBPyConnection, example_id: str) -> dict[str, Any] | None:
     """Everything about one example: its row, messages, original record and per-checkpoint scores."""
-    frame = fetch_frame(
-        con,
-        f"SELECT b.*, e.messages, e.record, e.status_detail, e.source_file, e.file_row FROM ({BASE}) b "
-        "JOIN examples e USING (example_id) WHERE example_id = ?",
-        [example_id],
-    )
+    frame = fetch_frame(con, "SELECT * FROM example_view WHERE example_id = ?", [example_id])
     if frame.is_empty():
         return None
     row = frame.row(0, named=True)
@@ -222,15 +217,15 @@ def example_detail(con: duckdb.DuckDBPyConnection, example_id: str) -> dict[str,
     row["record"] = json.loads(row["record"]) if row["record"] else None
     row["scores"] = fetch_frame(
         con,
-        "SELECT s.checkpoint_id, k.step, k.fraction, s.perplexity, s.mean_nll, s.n_tokens "
-        "FROM scores s JOIN checkpoints k USING (checkpoint_id) WHERE s.example_id = ? ORDER BY s.checkpoint_id",
+        "SELECT checkpoint_id, step, fraction, perplexity, mean_nll, n_tokens FROM score_view "
+        "WHERE example_id = ? ORDER BY checkpoint_id",
         [example_id],
     )
     return row
 
 
 def checkpoint_labels(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
-    return fetch_frame(con, "SELECT checkpoint_id, step, fraction FROM checkpoints ORDER BY checkpoint_id")
+    return fetch_frame(con, "SELECT checkpoint_id, step, fraction FROM checkpoint_view ORDER BY checkpoint_id")
 
 
 def trajectories(con: duckdb.DuckDBPyConnection, ids: list[str]) -> pl.DataFrame:
@@ -238,9 +233,8 @@ def trajectories(con: duckdb.DuckDBPyConnection, ids: list[str]) -> pl.DataFrame
     return fetch_frame(
         con,
         """
-        SELECT s.example_id, s.checkpoint_id, k.step, k.fraction, s.perplexity, c.split
-        FROM scores s JOIN checkpoints k USING (checkpoint_id) LEFT JOIN confidence c USING (example_id)
-        WHERE list_contains(?::VARCHAR[], s.example_id) ORDER BY s.example_id, s.checkpoint_id
+        SELECT example_id, checkpoint_id, step, fraction, perplexity, split FROM score_view
+        WHERE list_contains(?::VARCHAR[], example_id) ORDER BY example_id, checkpoint_id
         """,
         [list(ids)],
     )
@@ -251,10 +245,10 @@ def decile_trajectories(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     return fetch_frame(
         con,
         """
-        SELECT c.quantile_bin, s.checkpoint_id, k.step, k.fraction, count(*) AS examples,
-               median(s.perplexity) AS median_ppl, quantile_cont(s.perplexity, 0.25) AS q25,
-               quantile_cont(s.perplexity, 0.75) AS q75
-        FROM scores s JOIN confidence c USING (example_id) JOIN checkpoints k USING (checkpoint_id)
+        SELECT quantile_bin, checkpoint_id, step, fraction, count(*) AS examples,
+               median(perplexity) AS median_ppl, quantile_cont(perplexity, 0.25) AS q25,
+               quantile_cont(perplexity, 0.75) AS q75
+        FROM score_view WHERE quantile_bin IS NOT NULL
         GROUP BY ALL ORDER BY 1, 2
         """,
     )
@@ -267,9 +261,9 @@ def export_rows(con: duckdb.DuckDBPyConnection, flt: Filter, split: str) -> list
     where, params = flt.where()
     return con.execute(
         f"""
-        SELECT e.record, b.example_id, b.source, b.confidence, b.mean_nll, b.variability, b.split, b.quantile_bin
-        FROM (SELECT * FROM ({BASE}) WHERE {where} AND split = ?) b JOIN examples e USING (example_id)
-        ORDER BY b.rank
+        SELECT record, example_id, source, confidence, mean_nll, variability, split, quantile_bin
+        FROM example_view WHERE {where} AND split = ?
+        ORDER BY rank
         """,
         [*params, split],
     ).fetchall()
@@ -277,8 +271,6 @@ def export_rows(con: duckdb.DuckDBPyConnection, flt: Filter, split: str) -> list
 
 def export_file(con: duckdb.DuckDBPyConnection, flt: Filter, split: str, fmt: str) -> tuple[bytes, int]:
     """The filtered examples of ``split`` as a JSONL or Parquet file (original fields + confidence columns)."""
-    from profiler.export import records_frame, rows_to_records, write_jsonl
-
     records = rows_to_records(export_rows(con, flt, split))
     if fmt == "jsonl":
         buf = io.StringIO()

@@ -1,7 +1,8 @@
 """What the pages share: the open tables, cached queries, and the global filter (sidebar).
 
 The launcher passes the table paths in the environment (``SFTMIX_TABLE``, ``SFTMIX_COMPARE``), which also works
-under ``streamlit.testing``. Connections are read-only; each query runs on its own cursor (thread-safe).
+under ``streamlit.testing``. Each table is opened once, read-only, by the table's reader (cached as a resource for
+the server's life); each query runs on its own cursor from it (thread-safe), which carries the read views.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import streamlit as st
 
 from dashboard import COMPARE_ENV, TABLE_ENV, queries
 from dashboard.queries import Filter
-from profiler.table.reader import open_table
+from profiler.table import ConfidenceTable, open_table
 
 POINT_CAP = 20_000  # points drawn per scatter by default (WebGL copes with more; the slider goes to 200k)
 
@@ -32,13 +33,14 @@ def compare_path() -> str | None:
 
 
 @st.cache_resource(show_spinner=False)
-def _connection(path: str) -> duckdb.DuckDBPyConnection:
-    open_table(path).close()  # checks that it is an sftmix table of a readable schema version
-    return duckdb.connect(path, read_only=True)
+def table(path: str) -> ConfidenceTable:
+    """The reader of ``path``, opened once (it checks that this is an sftmix table of a readable version)."""
+    return open_table(path)
 
 
 def cursor(path: str | None = None) -> duckdb.DuckDBPyConnection:
-    return _connection(path or table_path()).cursor()
+    """A fresh read-only cursor over the table, with the read views the queries use."""
+    return table(path or table_path()).cursor()
 
 
 # --- cached queries (keyed by the table path and the arguments) ---------------------------------------------

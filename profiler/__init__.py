@@ -15,9 +15,9 @@ def __getattr__(name: str):
 def profile(**kwargs):
     """Fine-tune a reference model, score its checkpoints and write the confidence table.
 
-    See :func:`profiler.profile_run.profile` (imported lazily: it pulls in transformers).
+    See :func:`profiler.pipeline.run.profile` (imported lazily: it pulls in transformers).
     """
-    from profiler.profile_run import profile as _profile
+    from profiler.pipeline import profile as _profile
 
     return _profile(**kwargs)
 

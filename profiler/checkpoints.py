@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from profiler.errors import ModelError
-from profiler.models import is_adapter_dir
+from profiler.hf import is_adapter_dir
 from profiler.table.writer import CheckpointInfo
 
 _STEP = re.compile(r"checkpoint-(\d+)$")

@@ -21,7 +21,7 @@ from profiler.options import build, make_parser_class
 
 
 def cmd_profile(score_cfg: C.ScoreConfig, ft_cfg: C.FinetuneConfig, extras: C.ProfileExtras) -> int:
-    from profiler.profile_run import run_profile
+    from profiler.pipeline import run_profile
 
     if score_cfg.checkpoints:
         raise SftmixError("profile takes --checkpoints-from DIR; --checkpoint belongs to `sftmix score`")
@@ -30,7 +30,7 @@ def cmd_profile(score_cfg: C.ScoreConfig, ft_cfg: C.FinetuneConfig, extras: C.Pr
 
 
 def cmd_score(cfg: C.ScoreConfig) -> int:
-    from profiler.score_run import run_score
+    from profiler.pipeline import run_score
 
     return print_info(run_score(cfg))
 
@@ -93,7 +93,7 @@ def cmd_compare(o: C.CompareOptions) -> int:
 
 
 def cmd_merge(o: C.MergeOptions) -> int:
-    from profiler.shards import merge_parts
+    from profiler.pipeline.shards import merge_parts
 
     out = merge_parts(o.out, o.parts or None, n_bins=o.n_bins, projection=o.projection, projection_seed=o.seed)
     return print_info(str(out))

@@ -12,7 +12,7 @@ def run_demo(args: DemoOptions) -> int:
     from profiler.assets import smollm2_checkpoint, write_demo_data
     from profiler.cli import print_info
     from profiler.config import FinetuneConfig, ScoreConfig
-    from profiler.profile_run import run_profile
+    from profiler.pipeline import run_profile
 
     work = Path(args.workdir)
     t0 = time.perf_counter()

@@ -84,7 +84,7 @@ def project_table(table, *, method: str = "auto", seed: int = 0, fit_sample: int
     if method == "none":
         return None
     old = table.get_meta("projection")
-    missing = table.con.execute("SELECT count(*) FROM embeddings WHERE umap_x IS NULL").fetchone()[0]
+    missing = table.n_unprojected()
     if old and not missing and method in ("auto", old.get("method")) and old.get("seed") == seed:
         return old  # a resumed run: already projected
     ids, vectors = table.embedding_matrix()

@@ -20,7 +20,7 @@ import torch
 from profiler.config import FinetuneConfig
 from profiler.data.render import RenderedExample, pad_batch
 from profiler.errors import ModelError, SftmixError
-from profiler.models import resolve_device
+from profiler.hf import resolve_device, warmup_args
 from profiler.scoring.base import ScoreItem
 
 log = logging.getLogger(__name__)
@@ -98,15 +98,6 @@ def _renamed_args(cls, grad_ckpt: bool, warmup_ratio: float) -> dict:
     else:
         out["group_by_length"] = True
     return {**out, **warmup_args(cls, warmup_ratio)}
-
-
-def warmup_args(cls, ratio: float) -> dict[str, float]:
-    """Warm-up as a fraction of the steps, for the installed ``TrainingArguments``: ``warmup_ratio`` where
-    ``warmup_steps`` is an int (transformers 4), else ``warmup_steps`` (5 reads a float below 1 as a ratio)."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    if "warmup_ratio" in fields and "warmup_steps" in fields and fields["warmup_steps"].type in ("int", int):
-        return {"warmup_ratio": ratio}
-    return {"warmup_steps": ratio}
 
 
 def estimate_disk_bytes(model, cfg: FinetuneConfig) -> int:

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from profiler.config import ScoreConfig
 from profiler.finetune import FinetuneConfig
-from profiler.profile_run import run_profile
-from profiler.score_run import ScoreConfig, run_score
+from profiler.pipeline import run_profile, run_score
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

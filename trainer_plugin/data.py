@@ -60,14 +60,13 @@ class SplitDataset(torch.utils.data.Dataset):
 
 def _profile_examples(profile: str) -> dict[str, tuple[list[dict], str]]:
     with open_table(profile) as t:
-        n = t.con.execute("SELECT count(*) FROM confidence").fetchone()[0]
-        if n == 0:
-            raise ProfileMismatch(f"{profile} has no confidence split yet; finish `sftmix profile` (or score) first")
-        rows = t.con.execute(
-            "SELECT e.example_id, e.messages, c.split FROM confidence c "
-            "JOIN examples e USING (example_id) ORDER BY e.row_index"
-        ).fetchall()
-    return {eid: (json.loads(msgs), split) for eid, msgs, split in rows}
+        frame = t.split_examples()
+    if frame.is_empty():
+        raise ProfileMismatch(f"{profile} has no confidence split yet; finish `sftmix profile` (or score) first")
+    return {
+        eid: (json.loads(msgs), split)
+        for eid, msgs, split in frame.select("example_id", "messages", "split").iter_rows()
+    }
 
 
 def load_training_set(

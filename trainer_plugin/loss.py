@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from profiler.models import causal_lm_parts
+from profiler.hf import causal_lm_parts
 
 IGNORE = -100
 # Logit elements per LM-head chunk when the chunk size is left to us: 64M (256 MiB in float32), so a 256k

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from profiler.errors import ModelError, SftmixError
-from profiler.finetune import warmup_args
+from profiler.hf import warmup_args
 from trainer_plugin.config import SFTMixConfig, TrainConfig
 from trainer_plugin.data import PairCollator, SplitDataset, load_training_set
 from trainer_plugin.trainer import SFTMixTrainer

@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from profiler.models import causal_lm_parts
+from profiler.hf import causal_lm_parts
 from profiler.scoring.base import ExampleScore, ScoreItem
 from profiler.scoring.batching import token_budget_batches
 

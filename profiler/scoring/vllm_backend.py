@@ -8,10 +8,8 @@ states with prompt log-probs, so embeddings (``embed=True``) are the torch backe
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 from profiler.errors import SftmixError
@@ -34,11 +32,6 @@ def _require_vllm():
     except ImportError as e:
         raise SftmixError(INSTALL_HINT) from e
     return vllm
-
-
-def lora_rank(adapter_dir: str | Path) -> int:
-    with open(Path(adapter_dir) / "adapter_config.json", encoding="utf-8") as f:
-        return int(json.load(f).get("r", 16))
 
 
 class VllmScorer:

@@ -88,11 +88,7 @@ class Comparison:
 
 def _scored(path: str | Path) -> tuple[pl.DataFrame, str | None]:
     with open_table(path) as t:
-        frame = t.frame(
-            "SELECT c.example_id, c.confidence, c.rank, c.split, e.prompt FROM confidence c "
-            "JOIN examples e USING (example_id)"
-        )
-        return frame, t.meta.get("dataset_fingerprint")
+        return t.scored_examples(), t.meta.get("dataset_fingerprint")
 
 
 def compare_tables(a: str | Path, b: str | Path) -> Comparison:

@@ -1,4 +1,4 @@
-"""Reading a confidence table: read-only, as polars frames."""
+"""Reading a confidence table: read-only, as polars frames, export rows, and cursors over the read views."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import duckdb
 import polars as pl
 
 from profiler.errors import TableError
-from profiler.table.db import fetch_frame
-from profiler.table.schema import check_version
+from profiler.table.db import connect, fetch_frame, file_kind, stored_schema_version, table_names
+from profiler.table.schema import check_version, view_ddl
+
+EXPORT_SPLITS = ("confident", "unconfident", "all")
 
 
 class ConfidenceTable:
@@ -20,23 +22,40 @@ class ConfidenceTable:
 
     Attributes:
         path: the DuckDB file.
-        con: a read-only DuckDB connection, for custom queries (use parameters, never string formatting).
+        meta: the run's ``meta`` (JSON values decoded).
+        con: a read-only DuckDB connection, for custom queries (use parameters, never string formatting). It
+            also has the read views of :data:`profiler.table.schema.VIEWS`, as has every :meth:`cursor`.
     """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        if not self.path.is_file():
+        kind = file_kind(self.path)
+        if kind in ("missing", "directory", "other"):
             raise TableError(f"no confidence table at {self.path}")
+        if kind in ("empty", "foreign"):
+            what = "an empty file" if kind == "empty" else "not a DuckDB file"
+            raise TableError(f"{self.path} is {what}, so not an sftmix confidence table")
+        self.con = connect(self.path, read_only=True, writing=False)
         try:
-            self.con = duckdb.connect(str(self.path), read_only=True)
-        except duckdb.Error as e:
-            raise TableError(f"cannot open {self.path} as a DuckDB file: {e}") from e
-        try:
+            tables = table_names(self.con)
+            if stored_schema_version(self.con, tables) is None:
+                raise TableError(
+                    f"{self.path} is a DuckDB database that is not an sftmix confidence table "
+                    f"(tables: {', '.join(tables) or 'none'})"
+                )
             rows = self.con.execute("SELECT key, value FROM meta").fetchall()
-        except duckdb.Error as e:
-            raise TableError(f"{self.path} is not an sftmix confidence table: {e}") from e
-        self.meta: dict[str, Any] = {k: json.loads(v) for k, v in rows}
-        check_version(self.meta.get("schema_version"), str(self.path))
+            self.meta: dict[str, Any] = {k: json.loads(v) for k, v in rows}
+            check_version(self.meta.get("schema_version"), str(self.path))
+            self.con.execute(view_ddl())
+        except BaseException:
+            self.con.close()
+            raise
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A new read-only cursor with the read views: one per thread (a DuckDB connection is not thread-safe)."""
+        cur = self.con.cursor()
+        cur.execute(view_ddl())  # temporary views belong to one connection
+        return cur
 
     def frame(self, query: str, params: list | None = None) -> pl.DataFrame:
         """Run a read-only query and return a polars frame."""
@@ -61,6 +80,38 @@ class ConfidenceTable:
     @cached_property
     def embeddings(self) -> pl.DataFrame:
         return self.frame("SELECT * FROM embeddings ORDER BY example_id")
+
+    def split_examples(self) -> pl.DataFrame:
+        """The examples that have a split, in input order: ``example_id``, ``messages`` and ``record`` (JSON text),
+        ``split`` (``confident`` or ``unconfident``). Empty until the confidence stage has run."""
+        return self.frame(
+            "SELECT e.example_id, e.messages, e.record, c.split FROM confidence c "
+            "JOIN examples e USING (example_id) ORDER BY e.row_index"
+        )
+
+    def scored_examples(self) -> pl.DataFrame:
+        """The examples that have a confidence, most confident first: ``example_id``, ``confidence``, ``rank``,
+        ``split``, ``prompt``."""
+        return self.frame(
+            "SELECT c.example_id, c.confidence, c.rank, c.split, e.prompt FROM confidence c "
+            "JOIN examples e USING (example_id) ORDER BY c.rank"
+        )
+
+    def export_rows(self, split: str = "all") -> list[tuple]:
+        """Rows ``(record JSON, example_id, source, confidence, mean_nll, variability, split, quantile_bin)`` of
+        the scored examples of ``split`` (``all``: both halves), most confident first.
+
+        :func:`profiler.table.records.rows_to_records` turns them into the exported records.
+        """
+        if split not in EXPORT_SPLITS:
+            raise ValueError(f"split must be one of {EXPORT_SPLITS}, got {split!r}")
+        q = (
+            "SELECT e.record, e.example_id, e.source, c.confidence, c.mean_nll, c.variability, c.split, c.quantile_bin "
+            "FROM confidence c JOIN examples e USING (example_id) "
+            + ("" if split == "all" else "WHERE c.split = ? ")
+            + "ORDER BY c.rank"
+        )
+        return self.con.execute(q, [] if split == "all" else [split]).fetchall()
 
     def summary(self) -> dict[str, Any]:
         """Counts by status, source and split, checkpoints and confidence range."""

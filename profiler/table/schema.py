@@ -1,4 +1,4 @@
-"""The table schema (see DESIGN.md). Bump the major version for changes a reader cannot ignore."""
+"""The table schema (see DESIGN.md) and its read views. Bump the major version for changes a reader cannot ignore."""
 
 from __future__ import annotations
 
@@ -61,6 +61,39 @@ CREATE TABLE IF NOT EXISTS embeddings (
 """
 
 TABLES = ("meta", "examples", "checkpoints", "scores", "confidence", "embeddings")
+
+# Read views: what readers outside ``profiler/table/`` (the dashboard's queries) may query. They are not stored in
+# the file (a read-only connection cannot create persistent views, and older files would lack them): the reader
+# creates them as TEMP views on every connection and cursor it hands out, so they always match this version.
+VIEWS = {
+    # One row per example: the example, its confidence columns (split 'unscored' where it has none) and its map
+    # coordinates (never the vectors).
+    "example_view": """
+        SELECT e.example_id, e.row_index, e.source, e.source_file, e.file_row, e.status, e.status_detail, e.prompt,
+               e.response, e.messages, e.record, e.n_prompt_tokens, e.n_response_tokens, e.truncated,
+               c.confidence, c.mean_nll, c.variability, coalesce(c.split, 'unscored') AS split, c.quantile_bin,
+               c.rank, m.umap_x, m.umap_y
+        FROM examples e
+        LEFT JOIN confidence c USING (example_id)
+        LEFT JOIN (SELECT example_id, umap_x, umap_y FROM embeddings) m USING (example_id)
+    """,
+    # One row per (example, checkpoint) score, with the checkpoint's position and the example's split and bin
+    # (NULL where the example has no confidence yet).
+    "score_view": """
+        SELECT s.example_id, s.checkpoint_id, k.step, k.fraction, s.nll_sum, s.n_tokens, s.mean_nll, s.perplexity,
+               c.split, c.quantile_bin
+        FROM scores s
+        JOIN checkpoints k USING (checkpoint_id)
+        LEFT JOIN confidence c USING (example_id)
+    """,
+    "checkpoint_view": "SELECT checkpoint_id, step, fraction, path, kind FROM checkpoints",
+    "meta_view": "SELECT key, value FROM meta",
+}
+
+
+def view_ddl() -> str:
+    """The statements creating :data:`VIEWS` as TEMP views (on one connection or cursor)."""
+    return ";\n".join(f"CREATE OR REPLACE TEMP VIEW {name} AS {sql.strip()}" for name, sql in VIEWS.items()) + ";"
 
 
 def check_version(found: str | None, path: str) -> None:

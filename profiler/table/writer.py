@@ -1,4 +1,8 @@
-"""Writing a confidence table. Every write is one transaction, so a killed run leaves no half state."""
+"""Writing a confidence table. Every write is one transaction, so a killed run leaves no half state.
+
+Only sftmix tables are ever written: an existing path that is not one (another program's file or database, a
+directory, an empty file) is refused before anything is opened for writing, so it stays untouched.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import duckdb
 import numpy as np
 import polars as pl
 
 from profiler.errors import TableError
-from profiler.scoring.base import ExampleScore
-from profiler.table.db import fetch_frame
+from profiler.table.db import connect, fetch_frame, file_kind, open_error, peek, stored_schema_version, table_names
 from profiler.table.schema import DDL, SCHEMA_VERSION, check_version
 
 EXAMPLE_COLUMNS = {
@@ -36,6 +39,75 @@ EXAMPLE_COLUMNS = {
 }
 
 
+SCORE_COLUMNS = {
+    "example_id": pl.Utf8,
+    "checkpoint_id": pl.Int32,
+    "nll_sum": pl.Float64,
+    "n_tokens": pl.Int32,
+    "mean_nll": pl.Float64,
+    "perplexity": pl.Float64,
+}
+# Meta keys of a part file that describe the part, not the merged run.
+_PART_ONLY_META = ("shard", "shard_complete", "schema_version", "created_at")
+
+
+class ScoreLike(Protocol):
+    """What :meth:`TableWriter.write_scores` reads of a score (``profiler.scoring``'s ``ExampleScore`` is one).
+
+    ``embedding``: a float vector, or None.
+    """
+
+    @property
+    def example_id(self) -> str: ...
+    @property
+    def nll_sum(self) -> float: ...
+    @property
+    def n_tokens(self) -> int: ...
+    @property
+    def mean_nll(self) -> float: ...
+    @property
+    def perplexity(self) -> float: ...
+    @property
+    def embedding(self) -> Any: ...
+
+
+def check_output_table(path: str | Path) -> None:
+    """Refuse, without writing anything, an existing ``path`` that is not an sftmix table of this schema major.
+
+    A missing path is fine (a new table). Refused: a directory, an empty file, a file that is not a DuckDB
+    database, a DuckDB database without our ``meta.schema_version`` (another program's), and a table of another
+    schema major. A table open in another process is reported with that process. Cheap: reads the file's first
+    bytes and peeks read-only, so the CLI can call it before any model loads.
+
+    Raises:
+        TableError: one line naming the path, what it is, and what to do.
+    """
+    path = Path(path)
+    kind = file_kind(path)
+    if kind == "missing":
+        return
+    refuse = "refusing to write into it. Use a new --out."
+    if kind == "directory":
+        raise TableError(f"{path} is a directory, not an sftmix table; {refuse}")
+    if kind == "other":
+        raise TableError(f"{path} is not a regular file, not an sftmix table; {refuse}")
+    if kind == "empty":
+        raise TableError(f"{path} is an empty file, not an sftmix table; {refuse}")
+    if kind == "foreign":
+        raise TableError(f"{path} is not a DuckDB file, so not an sftmix table; {refuse}")
+    con = peek(path)
+    try:
+        tables = table_names(con)
+        version = stored_schema_version(con, tables)
+    finally:
+        con.close()
+    if version is None:
+        raise TableError(
+            f"{path} is a DuckDB database that is not an sftmix table (tables: {', '.join(tables) or 'none'}); {refuse}"
+        )
+    check_version(version, str(path))
+
+
 @dataclass(frozen=True)
 class CheckpointInfo:
     """A checkpoint to score: its path, training step, fraction of the epoch and kind."""
@@ -49,16 +121,32 @@ class CheckpointInfo:
 class TableWriter:
     """The single writer of a confidence table.
 
-    Opening creates the schema in a new file, or checks the schema version of an existing one.
+    Opening creates the schema in a new file, or checks that an existing file is an sftmix table of this schema
+    major (:func:`check_output_table`) before anything is written into it.
+
+    Raises:
+        TableError: the path is not an sftmix table, or another process holds it.
     """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        check_output_table(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.con = connect(self.path, read_only=False, writing=True)
         try:
-            self.con = duckdb.connect(str(self.path))
-        except duckdb.Error as e:
-            raise TableError(f"cannot open {self.path} for writing: {e}") from e
+            self._create()
+        except BaseException:
+            self.con.close()
+            raise
+
+    def _create(self) -> None:
+        # The file may have appeared since the check (another process): refuse it before the DDL runs.
+        tables = table_names(self.con)
+        if tables and stored_schema_version(self.con, tables) is None:
+            raise TableError(
+                f"{self.path} is a DuckDB database that is not an sftmix table (tables: {', '.join(tables)}); "
+                "refusing to write into it. Use a new --out."
+            )
         with self.transaction():
             self.con.execute(DDL)
             if self.get_meta("schema_version") is None:
@@ -101,8 +189,14 @@ class TableWriter:
     def n_examples(self) -> int:
         return self.con.execute("SELECT count(*) FROM examples").fetchone()[0]
 
-    def init_examples(self, rows: Sequence[dict[str, Any]], fingerprint: str, settings: dict[str, Any]) -> bool:
+    def init_examples(
+        self, rows: Sequence[dict[str, Any]] | pl.DataFrame, fingerprint: str, settings: dict[str, Any]
+    ) -> bool:
         """Write the examples of a new run, or check that a re-run is over the same data with the same settings.
+
+        Args:
+            rows: one dict (or frame row) per example with the ``examples`` columns (:data:`EXAMPLE_COLUMNS`);
+                a frame's missing columns are null.
 
         Returns:
             True when the examples were written now, False when they were already there.
@@ -122,7 +216,13 @@ class TableWriter:
             if changed:
                 raise TableError(f"{self.path} was scored with other settings {changed}; use a new --out")
             return False
-        frame = pl.DataFrame(list(rows), schema=EXAMPLE_COLUMNS)
+        if isinstance(rows, pl.DataFrame):
+            frame = rows.select(
+                pl.col(c).cast(t) if c in rows.columns else pl.lit(None, dtype=t).alias(c)
+                for c, t in EXAMPLE_COLUMNS.items()
+            )
+        else:
+            frame = pl.DataFrame(list(rows), schema=EXAMPLE_COLUMNS)
         with self.transaction():
             self.con.register("new_examples", frame)
             self.con.execute(f"INSERT INTO examples ({', '.join(EXAMPLE_COLUMNS)}) SELECT * FROM new_examples")
@@ -133,6 +233,9 @@ class TableWriter:
     def ok_example_ids(self) -> list[str]:
         rows = self.con.execute("SELECT example_id FROM examples WHERE status = 'ok' ORDER BY row_index").fetchall()
         return [r[0] for r in rows]
+
+    def n_ok_examples(self) -> int:
+        return self.con.execute("SELECT count(*) FROM examples WHERE status = 'ok'").fetchone()[0]
 
     # --- checkpoints ------------------------------------------------------------------------------
     def register_checkpoints(self, infos: Sequence[CheckpointInfo]) -> list[int]:
@@ -154,6 +257,10 @@ class TableWriter:
                     ids.append(row[0])
         return ids
 
+    def checkpoint_ids(self) -> list[int]:
+        """The registered checkpoints' ids, ascending."""
+        return [r[0] for r in self.con.execute("SELECT checkpoint_id FROM checkpoints ORDER BY 1").fetchall()]
+
     def checkpoint_infos(self) -> list[CheckpointInfo]:
         """The registered checkpoints, in id order."""
         rows = self.con.execute("SELECT path, step, fraction, kind FROM checkpoints ORDER BY checkpoint_id").fetchall()
@@ -164,36 +271,39 @@ class TableWriter:
         rows = self.con.execute("SELECT example_id FROM scores WHERE checkpoint_id = ?", [checkpoint_id]).fetchall()
         return {r[0] for r in rows}
 
-    def write_scores(self, checkpoint_id: int, scores: Iterable[ExampleScore]) -> int:
-        """Insert scores (and the embeddings they carry) in one transaction.
+    def n_scores(self) -> int:
+        return self.con.execute("SELECT count(*) FROM scores").fetchone()[0]
+
+    def write_scores(self, checkpoint_id: int, scores: Iterable[ScoreLike] | pl.DataFrame) -> int:
+        """Insert scores (and the embeddings they carry) in one transaction; returns the number of scores given.
+
+        Args:
+            scores: score objects (:class:`ScoreLike`), or a frame with ``example_id``, ``nll_sum``, ``n_tokens``
+                and optionally ``embedding`` (a list of floats, or null); its mean NLL and perplexity are derived.
 
         Pairs already present are kept (a resumed run may repeat them), as are embeddings already written.
         """
-        scores = list(scores)
-        frame = pl.DataFrame(
-            [(s.example_id, checkpoint_id, s.nll_sum, s.n_tokens, s.mean_nll, s.perplexity) for s in scores],
-            schema={
-                "example_id": pl.Utf8,
-                "checkpoint_id": pl.Int32,
-                "nll_sum": pl.Float64,
-                "n_tokens": pl.Int32,
-                "mean_nll": pl.Float64,
-                "perplexity": pl.Float64,
-            },
-            orient="row",
-        )
+        if isinstance(scores, pl.DataFrame):
+            frame, vectors = self._score_frames(checkpoint_id, scores)
+        else:
+            scores = list(scores)
+            frame = pl.DataFrame(
+                [(s.example_id, checkpoint_id, s.nll_sum, s.n_tokens, s.mean_nll, s.perplexity) for s in scores],
+                schema=SCORE_COLUMNS,
+                orient="row",
+            )
+            embedded = [s for s in scores if s.embedding is not None]
+            vectors = None
+            if embedded:
+                vectors = pl.DataFrame(
+                    {
+                        "example_id": [s.example_id for s in embedded],
+                        "vector": [np.asarray(s.embedding, dtype=np.float32) for s in embedded],
+                    },
+                    schema={"example_id": pl.Utf8, "vector": pl.List(pl.Float32)},
+                )
         if frame.is_empty():
             return 0
-        embedded = [s for s in scores if s.embedding is not None]
-        vectors = None
-        if embedded:
-            vectors = pl.DataFrame(
-                {
-                    "example_id": [s.example_id for s in embedded],
-                    "vector": [np.asarray(s.embedding, dtype=np.float32) for s in embedded],
-                },
-                schema={"example_id": pl.Utf8, "vector": pl.List(pl.Float32)},
-            )
         with self.transaction():
             self.con.register("new_scores", frame)
             self.con.execute("INSERT OR IGNORE INTO scores SELECT * FROM new_scores")
@@ -206,9 +316,31 @@ class TableWriter:
                 self.con.unregister("new_vectors")
         return frame.height
 
+    @staticmethod
+    def _score_frames(checkpoint_id: int, scores: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+        mean = pl.col("nll_sum").cast(pl.Float64) / pl.col("n_tokens")
+        frame = scores.select(
+            pl.col("example_id").cast(pl.Utf8),
+            pl.lit(checkpoint_id, dtype=pl.Int32).alias("checkpoint_id"),
+            pl.col("nll_sum").cast(pl.Float64),
+            pl.col("n_tokens").cast(pl.Int32),
+            mean.alias("mean_nll"),
+            mean.exp().alias("perplexity"),
+        )
+        if "embedding" not in scores.columns:
+            return frame, None
+        vectors = scores.filter(pl.col("embedding").is_not_null()).select(
+            pl.col("example_id").cast(pl.Utf8), pl.col("embedding").cast(pl.List(pl.Float32)).alias("vector")
+        )
+        return frame, (vectors if vectors.height else None)
+
     # --- embeddings -------------------------------------------------------------------------------
     def embedded_ids(self) -> set[str]:
         return {r[0] for r in self.con.execute("SELECT example_id FROM embeddings").fetchall()}
+
+    def n_unprojected(self) -> int:
+        """Embeddings that have no 2-D coordinates yet."""
+        return self.con.execute("SELECT count(*) FROM embeddings WHERE umap_x IS NULL").fetchone()[0]
 
     def embedding_matrix(self) -> tuple[list[str], np.ndarray]:
         """Example ids (sorted) and their vectors as one ``[n, dim]`` float32 array."""
@@ -244,6 +376,42 @@ class TableWriter:
                 "rank FROM new_conf"
             )
             self.con.unregister("new_conf")
+
+    # --- merging part files -----------------------------------------------------------------------
+    def insert_parts(self, parts: Sequence[str | Path]) -> None:
+        """Copy the part files of one sharded run into this (new) table, in one transaction.
+
+        The first part gives the examples, the checkpoints and the run's meta (without the part's own keys:
+        ``shard``, ``shard_complete``, ``schema_version``, ``created_at``); every part gives its scores and
+        embeddings. ``meta.merged_from`` lists the parts. Which parts belong together is the caller's check.
+        """
+        parts = [Path(p) for p in parts]
+        if not parts:
+            raise TableError("no part files to merge")
+        con = self.con
+        aliases = [f"part{k}" for k in range(len(parts))]
+        attached = []
+        try:
+            for alias, path in zip(aliases, parts):  # DuckDB attaches and detaches outside transactions
+                try:
+                    con.execute(f"ATTACH ? AS {alias} (READ_ONLY)", [str(path)])
+                except duckdb.Error as e:
+                    raise open_error(path, e, writing=False) from e
+                attached.append(alias)
+            with self.transaction():
+                for k, alias in enumerate(aliases):
+                    if k == 0:
+                        for name in ("examples", "checkpoints"):
+                            con.execute(f"INSERT INTO {name} SELECT * FROM {alias}.{name}")
+                        for key, value in con.execute(f"SELECT key, value FROM {alias}.meta").fetchall():
+                            if key not in _PART_ONLY_META:
+                                con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
+                    con.execute(f"INSERT OR IGNORE INTO scores SELECT * FROM {alias}.scores")
+                    con.execute(f"INSERT OR IGNORE INTO embeddings SELECT * FROM {alias}.embeddings")
+                self._put_meta({"merged_from": [str(p) for p in parts]})
+        finally:
+            for alias in attached:
+                con.execute(f"DETACH {alias}")
 
     def close(self) -> None:
         self.con.close()

@@ -8,8 +8,8 @@ from pathlib import Path
 import duckdb
 from streamlit.testing.v1 import AppTest
 
+from benchmarks.synthetic import write_synthetic_profile
 from dashboard import COMPARE_ENV, TABLE_ENV
-from dashboard.synthetic import write_synthetic_profile
 from tests.conftest import N_BAD, N_CHAT, N_FAQ
 
 APP = str(Path(__file__).parents[2] / "dashboard" / "app.py")

@@ -1,4 +1,4 @@
-"""The dashboard's queries and figures: pure functions, checked against the table read directly."""
+"""The dashboard's queries and figures: pure functions over the read views, checked against the table read directly."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from tests.conftest import N_BAD, N_CHAT, N_FAQ
 
 @pytest.fixture
 def con(small_profile):
-    c = duckdb.connect(str(small_profile), read_only=True)
-    yield c
-    c.close()
+    """A cursor from the table's reader, as the dashboard gets one: read-only, with the read views."""
+    with open_table(small_profile) as t:
+        yield t.cursor()
 
 
 def test_overview_counts(con, small_profile):
@@ -139,3 +139,23 @@ def test_selection_maps_back_to_example_ids(con):
     without = [{"curve_number": 1, "point_index": i} for i in (0, 2)]
     assert figures.selected_ids(fig, with_custom) == figures.selected_ids(fig, without) == expected
     assert queries.count(con, Filter(ids=tuple(expected))) == 2
+
+
+def test_queries_use_only_the_read_views(small_profile):
+    """Every query runs on a cursor that sees the views alone: the base tables are not needed by name."""
+    from profiler.table import VIEWS
+
+    with open_table(small_profile) as t:
+        for c in (t.con, t.cursor()):
+            views = {r[0] for r in c.execute("SELECT view_name FROM duckdb_views() WHERE temporary").fetchall()}
+            assert set(VIEWS) <= views
+            with pytest.raises(duckdb.Error):  # the reader's connections are read-only
+                c.execute("DELETE FROM examples")
+        view = t.frame("SELECT * FROM example_view")
+        assert view.height == t.examples.height and view["example_id"].n_unique() == view.height
+        assert view.filter(view["split"] == "unscored").height == t.examples.height - t.confidence.height
+        assert t.frame("SELECT * FROM score_view").height == t.scores.height
+    # The file itself holds no views: they are the reader's, made on each connection.
+    raw = duckdb.connect(str(small_profile), read_only=True)
+    assert raw.execute("SELECT count(*) FROM duckdb_views() WHERE NOT internal").fetchone()[0] == 0
+    raw.close()

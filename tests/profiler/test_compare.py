@@ -57,7 +57,7 @@ def test_unrelated_or_unfinished_tables_are_refused(small_profile, tmp_path):
     TableWriter(tmp_path / "empty.duckdb").close()
     with pytest.raises(TableError, match="no confidence yet"):
         compare_tables(small_profile, tmp_path / "empty.duckdb")
-    from dashboard.synthetic import write_synthetic_profile
+    from benchmarks.synthetic import write_synthetic_profile
 
     other = write_synthetic_profile(tmp_path / "syn.duckdb", 50, n_checkpoints=2)
     with pytest.raises(TableError, match="share 0 scored example"):

@@ -13,10 +13,10 @@ from safetensors.torch import load_file
 
 from profiler import open_table
 from profiler.cli import main
+from profiler.config import ScoreConfig
 from profiler.errors import ModelError, SftmixError, TableError
 from profiler.finetune import FinetuneConfig, checkpoint_steps
-from profiler.profile_run import run_profile
-from profiler.score_run import ScoreConfig
+from profiler.pipeline import run_profile
 from tests.conftest import build_tiny_model, write_jsonl
 
 WORDS = ["permit", "building", "weeks", "hello", "machine", "blue", "sky", "one", "two", "three", "science"]
@@ -100,8 +100,14 @@ def test_crash_after_second_checkpoint_resumes_to_the_same_table(tiny_llama, tmp
         return original(self, *a, **k)
 
     monkeypatch.setattr(transformers.Trainer, "train", spy)
+    with open_table(crashed) as t:  # the cut-short segment counts, though the stage is not done
+        assert "finetune" not in t.meta["stages"] and t.meta["stage_seconds"]["finetune"] > 0
+        first_segment = t.meta["stage_seconds"]["finetune"]
     run_profile(*configs(tiny_llama, data, crashed))
     assert seen["resume"].endswith("checkpoint-6")
+    with open_table(crashed) as t:  # info shows the stage's time over both segments
+        assert t.meta["stages"]["finetune"] == "done"
+        assert t.meta["stage_seconds"]["finetune"] > first_segment
     a, b = table_state(crashed), table_state(ref)
     assert a[1:] == b[1:]
     for (ida, ca, na), (idb, cb, nb) in zip(a[0], b[0]):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from profiler import open_table
-from profiler.score_run import ScoreConfig, run_score
+from profiler.config import ScoreConfig
+from profiler.pipeline import run_score
 from tests.profiler.test_vllm import make_adapter
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'ray[data]')")

@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from profiler.data import Renderer
 from profiler.data.formats import Example
-from profiler.models import causal_lm_parts
+from profiler.hf import causal_lm_parts
 from profiler.scoring import ScoreItem, TorchScorer, token_budget_batches
 from profiler.scoring.torch_backend import response_nll
 from tests.conftest import build_tiny_model

@@ -9,9 +9,10 @@ import pytest
 
 from profiler import open_table
 from profiler.cli import main
+from profiler.config import ScoreConfig, parse_shard
 from profiler.errors import SftmixError, TableError
-from profiler.score_run import ScoreConfig, run_score
-from profiler.shards import find_parts, in_shard, merge_parts, parse_shard, part_path
+from profiler.pipeline import run_score
+from profiler.pipeline.shards import find_parts, in_shard, merge_parts, part_path
 
 
 def cfg_for(model, data, out, **kw) -> ScoreConfig:
@@ -41,7 +42,7 @@ def assert_same(a, b):
 def test_parse_and_assign():
     assert parse_shard("1/4") == (1, 4) and parse_shard(None) is None
     for bad in ("4/4", "-1/2", "a/b", "1"):
-        with pytest.raises(ValueError, match="shard must be"):
+        with pytest.raises(ValueError, match="--shard .*: must be i/N"):
             parse_shard(bad)
     ids = [f"id{i}" for i in range(400)]
     owners = [[k for k in range(4) if in_shard(i, k, 4)] for i in ids]
@@ -93,3 +94,11 @@ def test_workers_on_one_node(tiny_llama, profile_data, tmp_path):
     with pytest.raises(SftmixError, match="one worker per GPU"):
         run_score(replace(cfg_for(tiny_llama, profile_data, tmp_path / "g.duckdb", device="cpu"), workers=0))
     assert main(["profile", "--model", str(tiny_llama), "--data", profile_data[0], "--out", "x", "--shard", "0/2"]) == 2
+
+
+def test_merge_replaces_only_an_sftmix_table(tmp_path):
+    out = tmp_path / "run.duckdb"
+    out.write_text("someone's file\n")
+    with pytest.raises(TableError, match="run.duckdb is not a DuckDB file.*refusing to write into it"):
+        merge_parts(out)
+    assert out.read_text() == "someone's file\n" and sorted(p.name for p in tmp_path.iterdir()) == ["run.duckdb"]

@@ -6,8 +6,9 @@ import duckdb
 import pytest
 
 from profiler import open_table
+from profiler.config import ScoreConfig
 from profiler.errors import DataError, TableError
-from profiler.score_run import ScoreConfig, run_score
+from profiler.pipeline import run_score
 from profiler.table import TableWriter
 from tests.conftest import ALPACA_ROWS, write_jsonl
 
@@ -60,7 +61,7 @@ def test_resume_after_crash_gives_the_same_table(tiny_llama, alpaca_file, chat_f
 
 def test_rerun_skips_scored_pairs(tiny_llama, alpaca_file, tmp_path, monkeypatch):
     out = run_score(config(tiny_llama, [alpaca_file], tmp_path / "run.duckdb"))
-    import profiler.score_run as sr
+    import profiler.hf as sr
 
     def boom(*a, **k):
         raise AssertionError("nothing should be re-scored")
@@ -105,3 +106,138 @@ def test_bad_rows_are_kept_with_their_reason(tiny_llama, tmp_path):
     strict = write_jsonl(tmp_path / "long.jsonl", ALPACA_ROWS[:3] + rows[-1:])
     with pytest.raises(DataError, match=r"long.jsonl, row 3: example has \d+ tokens, more than max_length=128"):
         run_score(config(tiny_llama, [strict], tmp_path / "strict.duckdb", max_length=128))
+
+
+def _snapshot(root):
+    """Every file under ``root`` with its bytes: what 'untouched' means."""
+    return {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _foreign(tmp_path, kind):
+    path = tmp_path / "x.duckdb"
+    if kind == "text":
+        path.write_text("someone's notes\n")
+    elif kind == "empty":
+        path.touch()
+    elif kind == "directory":
+        path.mkdir()
+        (path / "keep.txt").write_text("mine")
+    elif kind == "other_db":
+        con = duckdb.connect(str(path))
+        con.execute("CREATE TABLE examples (a INT); CREATE TABLE foo (b INT); INSERT INTO foo VALUES (1)")
+        con.close()
+    elif kind == "no_tables":
+        duckdb.connect(str(path)).close()
+    elif kind == "other_meta":  # a 'meta' table, but not ours: no schema_version in it
+        con = duckdb.connect(str(path))
+        con.execute("CREATE TABLE meta (key VARCHAR, value JSON); INSERT INTO meta VALUES ('owner', '\"them\"')")
+        con.close()
+    return path
+
+
+@pytest.mark.parametrize(
+    "kind, message",
+    [
+        ("text", r"x.duckdb is not a DuckDB file, so not an sftmix table; refusing to write into it\. Use a new --out"),
+        ("empty", r"x.duckdb is an empty file, not an sftmix table; refusing to write into it"),
+        ("directory", r"x.duckdb is a directory, not an sftmix table; refusing to write into it"),
+        (
+            "other_db",
+            r"x.duckdb is a DuckDB database that is not an sftmix table \(tables: examples, foo\); "
+            r"refusing to write into it\. Use a new --out\.$",
+        ),
+        ("no_tables", r"not an sftmix table \(tables: none\)"),
+        ("other_meta", r"not an sftmix table \(tables: meta\)"),
+    ],
+)
+def test_only_sftmix_tables_are_written(tmp_path, kind, message):
+    from profiler.table import check_output_table
+
+    path = _foreign(tmp_path, kind)
+    before = _snapshot(tmp_path)
+    for attempt in (check_output_table, TableWriter):
+        with pytest.raises(TableError, match=message) as info:
+            attempt(path)
+        assert "\n" not in str(info.value)
+        assert _snapshot(tmp_path) == before  # untouched: no schema, no WAL beside it
+    assert path.is_dir() == (kind == "directory")
+
+
+def test_own_tables_and_parts_are_written(tmp_path):
+    from profiler.pipeline.shards import part_path
+    from profiler.table import check_output_table
+
+    check_output_table(tmp_path / "new.duckdb")  # a new path is fine, and nothing is created by the check
+    assert not (tmp_path / "new.duckdb").exists()
+    part = part_path(tmp_path / "run.duckdb", 1, 4)
+    with TableWriter(part) as t:
+        t.set_meta({"shard": {"index": 1, "count": 4}, "shard_complete": False})
+    check_output_table(part)
+    with TableWriter(part) as t:  # a resumed shard reopens its part
+        assert t.get_meta("shard") == {"index": 1, "count": 4}
+    TableWriter(tmp_path / "t.duckdb").close()
+    con = duckdb.connect(str(tmp_path / "t.duckdb"))
+    con.execute("UPDATE meta SET value = '\"2.0\"' WHERE key = 'schema_version'")
+    con.close()
+    with pytest.raises(TableError, match="schema version 2.0"):
+        check_output_table(tmp_path / "t.duckdb")
+
+
+HOLD = """
+import sys, time
+from profiler.table import TableWriter
+t = TableWriter(sys.argv[1])
+print("open", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_table_held_by_another_process_is_named(tmp_path):
+    import subprocess
+    import sys
+
+    from profiler.table import check_output_table
+
+    path = tmp_path / "x.duckdb"
+    TableWriter(path).close()
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "open"
+        held = rf"x.duckdb is in use by another process \(PID {proc.pid}: [^)]*python[^)]*\); "
+        advice = r"if it is an sftmix run writing this table, wait for it to finish or stop it \(it resumes\)"
+        with pytest.raises(TableError, match=held + advice + "$"):
+            open_table(path)
+        for attempt in (TableWriter, check_output_table):
+            with pytest.raises(TableError, match=held + advice + ", or write to another --out$"):
+                attempt(path)
+    finally:
+        proc.kill()
+        proc.wait()
+    with open_table(path) as t:  # free again
+        assert t.meta["schema_version"] == "1.0"
+
+
+def test_reader_export_rows_and_split_examples(small_profile):
+    from profiler.table.records import rows_to_records
+
+    with open_table(small_profile) as t:
+        conf, ex = t.confidence, t.examples
+        rows = t.export_rows()
+        assert [r[1] for r in rows] == conf["example_id"].to_list()  # most confident first
+        assert len(rows[0]) == 8 and rows[0][6] in ("confident", "unconfident")
+        for split in ("confident", "unconfident"):
+            part = t.export_rows(split)
+            assert {r[6] for r in part} == {split} and len(part) == conf.filter(conf["split"] == split).height
+        with pytest.raises(ValueError, match="split must be one of"):
+            t.export_rows("unscored")
+        records = rows_to_records(rows)
+        assert records[0]["example_id"] == rows[0][1] and "messages" in records[0]  # the original fields
+        from profiler.export import split_records
+
+        for split in ("all", "confident", "unconfident"):  # `sftmix export` writes exactly these records
+            assert rows_to_records(t.export_rows(split)) == split_records(small_profile, split)
+        split_ex = t.split_examples()
+        ordered = ex.filter(ex["example_id"].is_in(conf["example_id"].implode()))["example_id"].to_list()
+        assert split_ex["example_id"].to_list() == ordered  # input order
+        assert split_ex.columns == ["example_id", "messages", "record", "split"]
+        assert t.scored_examples()["example_id"].to_list() == conf["example_id"].to_list()

@@ -12,9 +12,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from profiler.config import ScoreConfig
 from profiler.errors import SftmixError
-from profiler.score_run import ScoreConfig, resolve_backend, run_score
+from profiler.pipeline import run_score
 from profiler.scoring import TorchScorer
+from profiler.scoring.backends import resolve_backend
 from profiler.scoring.vllm_backend import INSTALL_HINT, vllm_available
 from tests.profiler.test_scoring import make_items
 

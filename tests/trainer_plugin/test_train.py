@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from profiler.cli import main
+from profiler.config import ScoreConfig
 from profiler.errors import ModelError
-from profiler.score_run import ScoreConfig, run_score
+from profiler.pipeline import run_score
 from tests.conftest import write_jsonl
 from trainer_plugin import TrainConfig
 from trainer_plugin.data import ProfileMismatch

@@ -26,15 +26,13 @@ class _ScorerActor:
     def __init__(self, path: str, kind: str, base: str, dtype: str, max_tokens: int | None, pad: int, embed: bool):
         import torch
 
-        from profiler.models import load_causal_lm, resolve_device, resolve_dtype
+        from profiler.hf import apply_adapter, load_causal_lm, resolve_device, resolve_dtype
         from profiler.scoring.torch_backend import TorchScorer
 
         device = resolve_device("auto")
         dt = resolve_dtype(dtype, device)
         if kind == "adapter":
-            from peft import PeftModel
-
-            model = PeftModel.from_pretrained(load_causal_lm(base, device=device, dtype=dt), path).eval()
+            model = apply_adapter(load_causal_lm(base, device=device, dtype=dt), path)
         else:
             model = load_causal_lm(path, device=device, dtype=dt, base=base)
         if device.type == "cpu":

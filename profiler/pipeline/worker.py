@@ -1,4 +1,4 @@
-"""One scoring worker of `sftmix score --workers N`: ``python -m profiler.worker CONFIG.json [THREADS]``.
+"""One scoring worker of `sftmix score --workers N`: ``python -m profiler.pipeline.worker CONFIG.json [THREADS]``.
 
 A fresh interpreter per worker (not multiprocessing's spawn, which re-runs the parent's ``__main__``): safe from
 any host program, and each worker owns its GPU from the start.
@@ -11,7 +11,8 @@ import sys
 
 
 def main(argv: list[str]) -> int:
-    from profiler.score_run import ScoreConfig, run_score
+    from profiler.config import ScoreConfig
+    from profiler.pipeline.run import run_score
 
     with open(argv[0], encoding="utf-8") as f:
         cfg = ScoreConfig(**json.load(f))

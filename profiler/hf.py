@@ -1,4 +1,8 @@
-"""Loading reference models, tokenizers and checkpoints, and splitting a causal LM into backbone and head."""
+"""Hugging Face helpers shared by the reference fine-tuning, the scorers and ``trainer_plugin``.
+
+Model, tokenizer and adapter loading (``adapter_config.json`` is read here and nowhere else), the
+backbone/head split of a causal LM, device and dtype, and the ``TrainingArguments`` helpers.
+"""
 
 from __future__ import annotations
 
@@ -42,10 +46,32 @@ def is_adapter_dir(path: str | Path) -> bool:
     return (Path(path) / "adapter_config.json").is_file()
 
 
+def adapter_config(path: str | Path) -> dict:
+    """A peft adapter directory's ``adapter_config.json``."""
+    try:
+        return json.loads((Path(path) / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot read the adapter config of {path}: {e}") from e
+
+
 def adapter_base(path: str | Path) -> str | None:
     """The base model an adapter checkpoint was trained from, as recorded by peft."""
-    cfg = json.loads((Path(path) / "adapter_config.json").read_text())
-    return cfg.get("base_model_name_or_path")
+    return adapter_config(path).get("base_model_name_or_path")
+
+
+def lora_rank(path: str | Path) -> int:
+    """The LoRA rank of an adapter checkpoint."""
+    return int(adapter_config(path).get("r", 16))
+
+
+def apply_adapter(base_model, path: str | Path):
+    """A loaded base model with the adapter at ``path`` on top, in eval mode (``.unload()`` gives the base back)."""
+    from peft import PeftModel
+
+    try:
+        return PeftModel.from_pretrained(base_model, str(path)).eval()
+    except Exception as e:
+        raise ModelError(f"cannot load the adapter checkpoint {path}: {e}") from e
 
 
 def load_tokenizer(name_or_path: str):
@@ -82,14 +108,11 @@ def load_causal_lm(
     _check_exists(name_or_path)
     try:
         if is_adapter_dir(name_or_path):
-            from peft import PeftModel
-
             base_path = base or adapter_base(name_or_path)
             if not base_path:
                 raise ModelError(f"adapter checkpoint {name_or_path} names no base model; pass --model")
             _check_exists(base_path)
-            model = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype)
-            model = PeftModel.from_pretrained(model, name_or_path)
+            model = apply_adapter(AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype), name_or_path)
         else:
             model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype)
     except ModelError:
@@ -125,3 +148,14 @@ def causal_lm_parts(model) -> tuple[torch.nn.Module, Callable[[torch.Tensor], to
         return logits
 
     return backbone, head
+
+
+def warmup_args(cls, ratio: float) -> dict[str, float]:
+    """Warm-up as a fraction of the steps, for the installed ``TrainingArguments``: ``warmup_ratio`` where
+    ``warmup_steps`` is an int (transformers 4), else ``warmup_steps`` (5 reads a float below 1 as a ratio)."""
+    import dataclasses
+
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    if "warmup_ratio" in fields and "warmup_steps" in fields and fields["warmup_steps"].type in ("int", int):
+        return {"warmup_ratio": ratio}
+    return {"warmup_steps": ratio}

@@ -10,7 +10,6 @@ alone (it resumes); merging again rebuilds the same table.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 from collections.abc import Sequence
@@ -20,21 +19,10 @@ from profiler.confidence import compute_confidence
 from profiler.embed import project_table
 from profiler.errors import SftmixError, TableError
 from profiler.table.reader import open_table
-from profiler.table.writer import TableWriter
+from profiler.table.writer import TableWriter, check_output_table
 
-_SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
 # What every part of one run must share.
 _SAME_RUN = ("dataset_fingerprint", "score_settings", "reference_model", "template")
-
-
-def parse_shard(spec: str | None) -> tuple[int, int] | None:
-    """``"i/N"`` (0 <= i < N) -> ``(i, N)``; None stays None."""
-    if spec is None:
-        return None
-    m = _SHARD.match(str(spec))
-    if not m or not (0 <= int(m.group(1)) < int(m.group(2))):
-        raise ValueError(f"shard must be i/N with 0 <= i < N (e.g. 0/4), got {spec!r}")
-    return int(m.group(1)), int(m.group(2))
 
 
 def in_shard(example_id: str, index: int, count: int) -> bool:
@@ -119,46 +107,26 @@ def merge_parts(
 ) -> Path:
     """Merge complete part files into ``out`` (rebuilt from the parts each time, written atomically).
 
+    An existing ``out`` is replaced only when it is an sftmix table (a previous merge, say).
+
     Args:
         parts: the part files; default: those beside ``out`` (``find_parts``).
     """
     out = Path(out)
-    infos = check_parts(list(parts) if parts else find_parts(out))
     tmp = out.with_name(out.name + ".merging")
+    for path in (out, tmp):  # both are replaced: only when they are sftmix tables (or absent)
+        check_output_table(path)
+    infos = check_parts(list(parts) if parts else find_parts(out))
     tmp.unlink(missing_ok=True)
     try:
         with TableWriter(tmp) as table:
-            con = table.con
-            aliases = [f"part{k}" for k in range(len(infos))]
-            for alias, info in zip(aliases, infos):  # DuckDB attaches and detaches outside transactions
-                con.execute(f"ATTACH ? AS {alias} (READ_ONLY)", [str(info["path"])])
-            try:
-                with table.transaction():
-                    for k, alias in enumerate(aliases):
-                        if k == 0:
-                            for name in ("examples", "checkpoints"):
-                                con.execute(f"INSERT INTO {name} SELECT * FROM {alias}.{name}")
-                            for key, value in con.execute(f"SELECT key, value FROM {alias}.meta").fetchall():
-                                if key not in ("shard", "shard_complete", "schema_version", "created_at"):
-                                    con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
-                        con.execute(f"INSERT OR IGNORE INTO scores SELECT * FROM {alias}.scores")
-                        con.execute(f"INSERT OR IGNORE INTO embeddings SELECT * FROM {alias}.embeddings")
-                    con.execute(
-                        "INSERT OR REPLACE INTO meta VALUES ('merged_from', ?)",
-                        [json.dumps([str(i["path"]) for i in infos])],
-                    )
-            finally:
-                for alias in aliases:
-                    con.execute(f"DETACH {alias}")
+            table.insert_parts([i["path"] for i in infos])
             score_config = table.get_meta("score_config") or {}
             table.set_meta({"score_config": {**score_config, "shard": None, "workers": 1}})
-            n_ok = con.execute("SELECT count(*) FROM examples WHERE status = 'ok'").fetchone()[0]
-            n_ckpt = len(infos[0]["checkpoints"])
-            n_scores = con.execute("SELECT count(*) FROM scores").fetchone()[0]
+            n_ok, n_ckpt, n_scores = table.n_ok_examples(), len(infos[0]["checkpoints"]), table.n_scores()
             if n_scores != n_ok * n_ckpt:
                 raise TableError(f"the parts hold {n_scores} scores, expected {n_ok} examples x {n_ckpt} checkpoints")
-            ckpt_ids = [r[0] for r in con.execute("SELECT checkpoint_id FROM checkpoints ORDER BY 1").fetchall()]
-            table.write_confidence(compute_confidence(table.scores_frame(), ckpt_ids, n_bins))
+            table.write_confidence(compute_confidence(table.scores_frame(), table.checkpoint_ids(), n_bins))
             project_table(table, method=projection, seed=projection_seed, fit_sample=projection_sample)
     except BaseException:
         tmp.unlink(missing_ok=True)  # nothing half-written is left behind

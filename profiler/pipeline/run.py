@@ -1,0 +1,247 @@
+"""`sftmix profile` and `sftmix score`: the stage list of a run, resumable from the table's ``meta``.
+
+profile: data -> finetune -> score -> confidence -> embed. score: the same without fine-tuning (the given
+checkpoints, or the model itself). A re-run with the same ``--out`` resumes: fine-tuning reuses its saved
+checkpoints, scoring skips the (example, checkpoint) pairs already in the table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from profiler.checkpoints import check_compatible, discover_checkpoints
+from profiler.config import FinetuneConfig, ScoreConfig, parse_shard
+from profiler.errors import SftmixError, TableError
+from profiler.pipeline.prepare import Prepared, open_run, prepare_data
+from profiler.pipeline.score import score_checkpoints
+from profiler.pipeline.shards import part_path
+from profiler.pipeline.stages import Stage, done_stages, run_stages
+from profiler.table.writer import CheckpointInfo, TableWriter, check_output_table
+
+# Fine-tuning settings that may change between a run and its resumption without changing what it computes.
+_RESUMABLE = ("keep_checkpoints", "checkpoint_dir")
+
+
+@dataclass
+class RunState:
+    """What the stages of one run hand each other."""
+
+    cfg: ScoreConfig
+    ft: FinetuneConfig | None = None
+    checkpoints_from: str | None = None
+    fail_after_checkpoints: int | None = None
+    stop_after_batches: int | None = None
+    prepared: Prepared | None = None
+    table: TableWriter | None = None
+    checkpoints: list[CheckpointInfo] = field(default_factory=list)
+    ids: list[int] = field(default_factory=list)
+
+
+def default_checkpoint_dir(out: str | Path) -> Path:
+    """``run.duckdb`` -> ``run_checkpoints/`` beside it."""
+    p = Path(out)
+    return p.with_name(p.stem + "_checkpoints")
+
+
+def _checkpoint_dir(s: RunState) -> Path:
+    return Path(s.ft.checkpoint_dir or default_checkpoint_dir(s.cfg.out))
+
+
+# --- the stages -------------------------------------------------------------------------------------------
+def _data(s: RunState) -> None:
+    s.prepared = prepare_data(s.cfg)
+    s.table = open_run(s.cfg, s.prepared)
+    if s.ft is not None:
+        _check_same_finetune(s.table, s.ft, s.checkpoints_from)
+        s.table.set_meta(
+            {
+                "finetune_config": asdict(s.ft),
+                "checkpoints_from": s.checkpoints_from,
+                "checkpoint_dir": str(_checkpoint_dir(s)),
+            }
+        )
+    else:
+        s.checkpoints = discover_checkpoints(s.cfg.model, s.cfg.checkpoints)
+
+
+def _finetune_text(s: RunState) -> str:
+    if done_stages(s.table).get("finetune") == "done":
+        return "fine-tuning: done before, reusing its checkpoints"
+    if s.checkpoints_from:
+        return f"fine-tuning: skipped, scoring the checkpoints in {s.checkpoints_from}"
+    return f"fine-tuning the reference model, {s.ft.n_checkpoints} checkpoints in {_checkpoint_dir(s)}"
+
+
+def _finetune(s: RunState) -> None:
+    if done_stages(s.table).get("finetune") == "done":
+        s.checkpoints = s.table.checkpoint_infos()
+    elif s.checkpoints_from:
+        s.checkpoints = discover_checkpoints(s.cfg.model, [s.checkpoints_from])
+        check_compatible(s.cfg.model, s.checkpoints)
+    else:
+        from profiler.finetune import finetune
+
+        dirs = finetune(
+            s.cfg.model,
+            s.prepared.ok_items(),
+            s.ft,
+            _checkpoint_dir(s),
+            pad_token_id=s.prepared.pad_token_id,
+            device=s.cfg.device,
+            progress=s.cfg.progress,
+            fail_after_checkpoints=s.fail_after_checkpoints,
+        )
+        s.checkpoints = discover_checkpoints(s.cfg.model, [str(d) for d in dirs])
+    s.table.register_checkpoints(s.checkpoints)
+
+
+def _score(s: RunState) -> None:
+    prune = _pruner(s.ft, s.checkpoints, owned=not s.checkpoints_from) if s.ft else None
+    s.ids = score_checkpoints(
+        s.table, s.cfg, s.prepared, s.checkpoints, on_scored=prune, stop_after_batches=s.stop_after_batches
+    )
+
+
+def _confidence(s: RunState) -> None:
+    from profiler.confidence import compute_confidence
+
+    s.table.write_confidence(compute_confidence(s.table.scores_frame(), s.ids, s.cfg.n_bins))
+
+
+def _embed(s: RunState) -> None:
+    if s.cfg.embed and s.cfg.projection != "none":
+        from profiler.embed import project_table
+
+        project_table(s.table, method=s.cfg.projection, seed=s.cfg.projection_seed, fit_sample=s.cfg.projection_sample)
+
+
+DATA = Stage("data", lambda s: "loading and rendering data", _data)
+FINETUNE = Stage("finetune", _finetune_text, _finetune)
+SCORE = Stage(
+    "score",
+    lambda s: f"scoring {len(s.prepared.ok_items())} examples at {len(s.checkpoints)} checkpoints",
+    _score,
+)
+CONFIDENCE = Stage("confidence", lambda s: "confidence and the median split", _confidence)
+EMBED = Stage(
+    "embed",
+    lambda s: f"semantic map of the embeddings ({s.cfg.projection})" if s.cfg.embed else "no embeddings asked for",
+    _embed,
+)
+
+
+def _check_same_finetune(table: TableWriter, ft_cfg: FinetuneConfig, checkpoints_from: str | None) -> None:
+    """A resumed profile must fine-tune (or take checkpoints) as the run it resumes did."""
+    if not done_stages(table).get("finetune"):
+        return
+    old = {k: v for k, v in (table.get_meta("finetune_config") or {}).items() if k not in _RESUMABLE}
+    new = {k: v for k, v in asdict(ft_cfg).items() if k not in _RESUMABLE}
+    changed = {k: (old.get(k), v) for k, v in new.items() if old.get(k) != v}
+    if table.get_meta("checkpoints_from") != checkpoints_from:
+        changed["checkpoints_from"] = (table.get_meta("checkpoints_from"), checkpoints_from)
+    if changed:
+        raise TableError(
+            f"{table.path} was profiled with other fine-tuning settings {changed} (old, new); use a new --out"
+        )
+
+
+def _pruner(cfg: FinetuneConfig, checkpoints: list[CheckpointInfo], owned: bool):
+    """Deletes checkpoint weights after scoring, as ``keep_checkpoints`` asks (never a user's own checkpoints)."""
+    keep_last = checkpoints[-1].path if checkpoints else None
+
+    def prune(info: CheckpointInfo) -> None:
+        if not owned or cfg.keep_checkpoints == "all" or (cfg.keep_checkpoints == "last" and info.path == keep_last):
+            return
+        shutil.rmtree(info.path, ignore_errors=True)
+
+    return prune
+
+
+def _execute(stages: list[Stage], state: RunState) -> None:
+    try:
+        run_stages(stages, state, progress=state.cfg.progress)
+    finally:
+        if state.table is not None:
+            state.table.close()
+
+
+# --- entry points -----------------------------------------------------------------------------------------
+def run_profile(
+    score_cfg: ScoreConfig,
+    ft_cfg: FinetuneConfig,
+    *,
+    checkpoints_from: str | None = None,
+    fail_after_checkpoints: int | None = None,
+) -> str:
+    """Profile a dataset end to end and return the table path.
+
+    Args:
+        score_cfg: data, rendering and scoring settings (``score_cfg.model`` is the reference model).
+        ft_cfg: reference fine-tuning settings.
+        checkpoints_from: score a user's existing checkpoints instead of fine-tuning.
+        fail_after_checkpoints: testing hook; crash right after saving that many checkpoints.
+    """
+    if score_cfg.shard or score_cfg.workers != 1:
+        raise SftmixError(
+            "profile fine-tunes in one job; to spread the scoring, run `sftmix score --checkpoint DIR --shard i/N` "
+            "(or --workers N) on its checkpoints"
+        )
+    check_output_table(score_cfg.out)
+    state = RunState(
+        score_cfg, ft_cfg, checkpoints_from=checkpoints_from, fail_after_checkpoints=fail_after_checkpoints
+    )
+    _execute([DATA, FINETUNE, SCORE, CONFIDENCE, EMBED], state)
+    return score_cfg.out
+
+
+def run_score(cfg: ScoreConfig, *, stop_after_batches: int | None = None) -> str:
+    """Score every usable example at every checkpoint and write the confidence table.
+
+    Re-running with the same ``out`` resumes: (example, checkpoint) pairs already scored are skipped. With
+    ``cfg.shard`` only that slice is scored, into a part file (no confidence until `sftmix merge`); with
+    ``cfg.workers`` other than 1, one worker process per shard runs on this node and the parts are merged.
+
+    Returns:
+        The table (or part file) path.
+    """
+    if cfg.workers != 1:
+        from profiler.pipeline.workers import run_workers
+
+        return run_workers(cfg)
+    shard = parse_shard(cfg.shard)
+    out = str(part_path(cfg.out, *shard)) if shard else cfg.out
+    check_output_table(out)
+    state = RunState(replace(cfg, out=out), stop_after_batches=stop_after_batches)
+    if not shard:
+        _execute([DATA, SCORE, CONFIDENCE, EMBED], state)
+        return out
+
+    def mark_shard(s: RunState) -> None:
+        s.table.set_meta({"shard": {"index": shard[0], "count": shard[1]}, "shard_complete": False})
+
+    def complete_shard(s: RunState) -> None:
+        s.table.set_meta({"shard_complete": True})
+
+    shard_data = Stage("data", DATA.describe, lambda s: (_data(s), mark_shard(s)))
+    shard_score = Stage("score", SCORE.describe, lambda s: (_score(s), complete_shard(s)))
+    _execute([shard_data, shard_score], state)
+    return out
+
+
+def profile(*, checkpoints_from: str | None = None, **kwargs: Any) -> str:
+    """Python entry point: ``profiler.profile(model=..., data=[...], out=..., n_checkpoints=3, lora=True)``.
+
+    Keyword arguments are the fields of :class:`ScoreConfig` and :class:`FinetuneConfig`.
+    """
+    score_names = {f.name for f in dataclasses.fields(ScoreConfig)}
+    ft_names = {f.name for f in dataclasses.fields(FinetuneConfig)}
+    unknown = set(kwargs) - score_names - ft_names
+    if unknown:
+        raise TypeError(f"unknown profile option(s): {sorted(unknown)}")
+    score_cfg = ScoreConfig(**{k: v for k, v in kwargs.items() if k in score_names})
+    ft_cfg = FinetuneConfig(**{k: v for k, v in kwargs.items() if k in ft_names})
+    return run_profile(score_cfg, ft_cfg, checkpoints_from=checkpoints_from)
