@@ -171,6 +171,13 @@ def _interrupted(command: str, cfgs: Sequence[Any]) -> str:
     return "interrupted"
 
 
+def _close_progress_bars() -> None:
+    """Close open tqdm bars now, so none redraws itself under the interruption's line at exit."""
+    tqdm = sys.modules.get("tqdm.std")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", [])):
+        bar.close()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser, subparsers = make_parser()
@@ -190,6 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sftmix {command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        _close_progress_bars()
         print(f"\nsftmix {command}: {_interrupted(command, cfgs)}", file=sys.stderr)
         return 130
 
