@@ -16,13 +16,23 @@ VIEWS = Path(__file__).parent / "views"
 
 st.set_page_config(page_title="sftmix dashboard", layout="wide")
 path = state.table_path()
+# The default page is served at "/" (Streamlit gives it the empty URL path), so "/overview" would answer "Page not
+# found": a hidden page at that path sends the browser to the default page.
+overview = st.Page(VIEWS / "overview.py", title="Overview", url_path="home", default=True)
+
+
+def _overview_url() -> None:
+    st.switch_page(overview)
+
+
 pages = [
-    st.Page(VIEWS / "overview.py", title="Overview", url_path="overview", default=True),
+    overview,
     st.Page(VIEWS / "data_map.py", title="Data map", url_path="data_map"),
     st.Page(VIEWS / "semantic_map.py", title="Semantic map", url_path="semantic_map"),
     st.Page(VIEWS / "dynamics.py", title="Training dynamics", url_path="dynamics"),
     st.Page(VIEWS / "explorer.py", title="Explorer", url_path="explorer"),
     st.Page(VIEWS / "export.py", title="Export", url_path="export"),
+    st.Page(_overview_url, title="Overview", url_path="overview", visibility="hidden"),
 ]
 if state.compare_path():
     pages.append(st.Page(VIEWS / "compare.py", title="Compare", url_path="compare"))

@@ -5,10 +5,17 @@ Scatters use WebGL (``Scattergl``) so tens of thousands of points stay interacti
 
 from __future__ import annotations
 
+import math
+
 import plotly.graph_objects as go
 import polars as pl
 
 SPLIT_COLORS = {"confident": "#1f77b4", "unconfident": "#d62728", "unscored": "#9e9e9e"}
+REGION_COLORS = {"easy-to-learn": "#2ca02c", "ambiguous": "#ff7f0e", "hard-to-learn": "#9467bd"}
+CATEGORY_COLORS = {"split": SPLIT_COLORS, "region": REGION_COLORS}
+
+LOG_PPL_TITLE = "log10 mean perplexity over checkpoints (confidence = minus mean perplexity)"
+REL_VAR_TITLE = "relative variability (std / mean of perplexity over checkpoints)"
 
 
 def _layout(fig: go.Figure, title: str, x: str, y: str) -> go.Figure:
@@ -16,20 +23,52 @@ def _layout(fig: go.Figure, title: str, x: str, y: str) -> go.Figure:
         title=title,
         xaxis_title=x,
         yaxis_title=y,
-        margin=dict(l=10, r=10, t=50, b=10),
-        legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1),
+        margin=dict(l=10, r=10, t=80, b=10),
+        legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0),  # clear of the mode bar
     )
     return fig
 
 
-def confidence_histogram(hist: pl.DataFrame, median: float | None) -> go.Figure:
-    """Stacked bars of the binned counts per split, with the median (the split point) as a dashed line."""
+def ppl_ticks(lo: float, hi: float) -> tuple[list[float], list[str]]:
+    """Tick positions (log10 perplexity) and labels (the perplexity) at 1, 2, 5 x 10^k within [lo, hi]."""
+    vals, text = [], []
+    for k in range(math.floor(lo) - 1, math.ceil(hi) + 1):
+        for m in (1, 2, 5):
+            v = math.log10(m) + k
+            if lo <= v <= hi:
+                vals.append(v)
+                ppl = m * 10.0**k
+                text.append(f"{ppl:,.0f}" if ppl >= 1 else f"{ppl:g}")
+    return vals, text
+
+
+def _tick_args(lo: float, hi: float) -> dict:
+    """Perplexity labels on a log10-perplexity axis, where at least two fit (else plotly's own log10 ticks)."""
+    vals, text = ppl_ticks(lo, hi)
+    return dict(tickvals=vals, ticktext=text) if len(vals) >= 2 else {}
+
+
+def _padded(lo: float, hi: float, pad: float = 0.03) -> list[float]:
+    span = hi - lo if hi > lo else max(abs(lo), 1.0)
+    return [lo - pad * span, hi + pad * span]
+
+
+def confidence_histogram(hist: pl.DataFrame, median: float | None, bin_edges: list[float] = ()) -> go.Figure:
+    """Stacked bars of the binned counts per split on the log10 mean perplexity scale, with the median split (the
+    split point, dashed) and the edges of the quantile bins (dotted).
+
+    Args:
+        hist: :func:`dashboard.queries.confidence_histogram` (bin edges in log10 perplexity).
+        median: the median split, in log10 perplexity (``queries.scale_marks``).
+        bin_edges: the edges between quantile bins, in log10 perplexity.
+    """
     fig = go.Figure()
-    for split in ("unconfident", "confident"):
+    for split in ("confident", "unconfident"):
         part = hist.filter(pl.col("split") == split)
         if part.is_empty():
             continue
         centers = ((part["lo"] + part["hi"]) / 2).to_list()
+        ranges = [f"{10**a:,.4g}-{10**b:,.4g}" for a, b in zip(part["lo"].to_list(), part["hi"].to_list())]
         fig.add_trace(
             go.Bar(
                 x=centers,
@@ -37,13 +76,26 @@ def confidence_histogram(hist: pl.DataFrame, median: float | None) -> go.Figure:
                 width=(part["hi"] - part["lo"]).to_list(),
                 name=split,
                 marker_color=SPLIT_COLORS[split],
-                hovertemplate="confidence %{x:.4g}<br>%{y} examples<extra>" + split + "</extra>",
+                customdata=ranges,
+                hovertemplate="mean perplexity %{customdata}<br>%{y} examples<extra>" + split + "</extra>",
             )
         )
     fig.update_layout(barmode="stack", bargap=0)
+    for edge in bin_edges:
+        fig.add_vline(x=edge, line_dash="dot", line_width=1, line_color="#7f7f7f")
     if median is not None:
-        fig.add_vline(x=median, line_dash="dash", line_color="black", annotation_text=f"median {median:.4g}")
-    return _layout(fig, "Confidence (minus mean perplexity over checkpoints)", "confidence", "examples")
+        fig.add_vline(
+            x=median, line_dash="dash", line_color="black", annotation_text=f"median split: perplexity {10**median:.4g}"
+        )
+    if not hist.is_empty():
+        lo, hi = float(hist["lo"].min()), float(hist["hi"].max())
+        fig.update_xaxes(range=[lo, hi], **_tick_args(lo, hi))
+    return _layout(
+        fig,
+        "Mean perplexity over checkpoints, log scale (left of the median: confident; dotted: quantile bins)",
+        LOG_PPL_TITLE + "; ticks show the perplexity",
+        "examples",
+    )
 
 
 def source_bars(breakdown: pl.DataFrame) -> go.Figure:
@@ -71,26 +123,33 @@ def scatter(
     x_title: str | None = None,
     y_title: str | None = None,
 ) -> go.Figure:
-    """A WebGL scatter colored by split (one trace each) or by a numeric column (a colorscale).
+    """A WebGL scatter colored by split or region (one trace each) or by a numeric column (a colorscale).
 
-    Hover shows the example id, source, confidence and the start of the instruction. Each point's
+    Hover shows the example id, source, mean perplexity, region and the start of the instruction. Each point's
     ``customdata[0]`` is its example id, so a selection maps back to examples.
     """
     fig = go.Figure()
     hover = (
-        "<b>%{customdata[0]}</b> (%{customdata[1]})<br>confidence %{customdata[2]:.4g}<br>"
+        "<b>%{customdata[0]}</b> (%{customdata[1]})<br>mean perplexity %{customdata[2]:.4g} · %{customdata[4]}<br>"
         "%{customdata[3]}<extra></extra>"
     )
 
     def custom(frame: pl.DataFrame):
         prompts = [_wrap(p) for p in frame["prompt"].to_list()]
+        regions = frame["region"].to_list() if "region" in frame.columns else [""] * frame.height
         return list(
-            zip(frame["example_id"].to_list(), frame["source"].to_list(), frame["confidence"].to_list(), prompts)
+            zip(
+                frame["example_id"].to_list(),
+                frame["source"].to_list(),
+                [None if c is None else -c for c in frame["confidence"].to_list()],
+                prompts,
+                [r or "" for r in regions],
+            )
         )
 
-    if color == "split":
-        for split, c in SPLIT_COLORS.items():
-            part = points.filter(pl.col("split") == split)
+    if color in CATEGORY_COLORS:
+        for name, c in CATEGORY_COLORS[color].items():
+            part = points.filter(pl.col(color) == name)
             if part.is_empty():
                 continue
             fig.add_trace(
@@ -98,13 +157,17 @@ def scatter(
                     x=part[x].to_list(),
                     y=part[y].to_list(),
                     mode="markers",
-                    name=split,
+                    name=name,
                     marker=dict(color=c, size=5, opacity=0.7),
                     customdata=custom(part),
                     hovertemplate=hover,
                 )
             )
     else:
+        values = points[color]
+        title_ = color
+        if color == "confidence" and "log_ppl" in points.columns:  # the readable scale; low perplexity = blue
+            values, title_ = points["log_ppl"], "log10 mean ppl"
         fig.add_trace(
             go.Scattergl(
                 x=points[x].to_list(),
@@ -112,11 +175,11 @@ def scatter(
                 mode="markers",
                 name=color,
                 marker=dict(
-                    color=points[color].to_list(),
-                    colorscale="RdBu",
+                    color=values.to_list(),
+                    colorscale="RdBu_r" if title_ != color else "RdBu",
                     size=5,
                     opacity=0.8,
-                    colorbar=dict(title=color),
+                    colorbar=dict(title=title_),
                 ),
                 customdata=custom(points),
                 hovertemplate=hover,
@@ -124,6 +187,50 @@ def scatter(
         )
     fig.update_layout(dragmode="lasso", height=600)
     return _layout(fig, title, x if x_title is None else x_title, y if y_title is None else y_title)
+
+
+def data_map(
+    points: pl.DataFrame,
+    *,
+    color: str = "region",
+    median: float | None = None,
+    ambiguous_from: float | None = None,
+) -> go.Figure:
+    """The cartography data map on readable scales: relative variability (x) against log10 mean perplexity (y,
+    reversed so that confident examples are at the top), colored by region or split, with the median split (a
+    horizontal line) and the start of the ambiguous region (a vertical line).
+
+    Args:
+        points: :func:`dashboard.queries.sample_points` (with ``log_ppl`` and ``rel_variability``).
+        median, ambiguous_from: from :func:`dashboard.queries.scale_marks`.
+
+    Each axis's range is set from the points (all of them, padded by 3%), so every point shows.
+    """
+    fig = scatter(
+        points,
+        x="rel_variability",
+        y="log_ppl",
+        color=color,
+        title="Data map: relative variability vs mean perplexity over checkpoints",
+        x_title=REL_VAR_TITLE,
+        y_title="log10 mean perplexity (up: more confident)",
+    )
+    if points.is_empty():
+        return fig
+    x_lo, x_hi = _padded(float(points["rel_variability"].min()), float(points["rel_variability"].max()))
+    y_lo, y_hi = _padded(float(points["log_ppl"].min()), float(points["log_ppl"].max()))
+    fig.update_xaxes(range=[x_lo, x_hi])
+    fig.update_yaxes(range=[y_hi, y_lo], **_tick_args(y_lo, y_hi))  # reversed: low perplexity at the top
+    if median is not None:
+        fig.add_hline(
+            y=median, line_dash="dash", line_color="black", annotation_text=f"median split: perplexity {10**median:.4g}"
+        )
+    if ambiguous_from is not None:
+        fig.add_vline(x=ambiguous_from, line_dash="dot", line_color=REGION_COLORS["ambiguous"])
+        fig.add_annotation(
+            x=ambiguous_from, y=1, yref="paper", text="ambiguous →", showarrow=False, xanchor="left", yanchor="top"
+        )
+    return fig
 
 
 def selected_ids(fig: go.Figure, points: list[dict]) -> list[str]:

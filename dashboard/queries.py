@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,14 @@ from profiler.table.db import fetch_frame
 from profiler.table.records import records_frame, rows_to_records, write_jsonl
 
 SPLIT_NAMES = ("confident", "unconfident", "unscored")  # 'unscored': rows with no confidence (bad rows, say)
+REGION_NAMES = ("easy-to-learn", "ambiguous", "hard-to-learn")  # cartography regions (profiler.confidence)
+
+# The readable scales (perplexity is heavy-tailed: linear axes put almost every example in one bar or one dot).
+# Confidence is minus the mean perplexity over checkpoints, so log10(-confidence) keeps its order (reversed): the
+# median split stays one line, and the bulk of examples spreads out. Variability (std of perplexity) grows with
+# perplexity, so the data map shows it relative to the mean perplexity, as the regions use it.
+LOG_PPL = "log10(-confidence)"
+REL_VAR = "variability / -confidence"
 
 SORTABLE = ("rank", "confidence", "variability", "mean_nll", "row_index", "n_response_tokens", "source")
 
@@ -28,13 +37,15 @@ SORTABLE = ("rank", "confidence", "variability", "mean_nll", "row_index", "n_res
 class Filter:
     """The explorer's filter; every page that lists examples applies it.
 
-    Empty tuples mean "any". ``search`` matches the prompt or response (case-insensitive substring) or an exact id;
-    ``ids`` is a selection (from the semantic map, say).
+    Empty tuples mean "any". ``conf_min``/``conf_max`` bound the confidence (minus mean perplexity; the sidebar
+    sets them from a log-perplexity range). ``search`` matches the prompt or response (case-insensitive
+    substring) or an exact id; ``ids`` is a selection (from the semantic map, say).
     """
 
     splits: tuple[str, ...] = ()
     sources: tuple[str, ...] = ()
     statuses: tuple[str, ...] = ()
+    regions: tuple[str, ...] = ()
     conf_min: float | None = None
     conf_max: float | None = None
     search: str = ""
@@ -52,6 +63,9 @@ class Filter:
         if self.statuses:
             parts.append("list_contains(?::VARCHAR[], status)")
             params.append(list(self.statuses))
+        if self.regions:
+            parts.append("list_contains(?::VARCHAR[], region)")
+            params.append(list(self.regions))
         if self.conf_min is not None:
             parts.append("confidence >= ?")
             params.append(float(self.conf_min))
@@ -89,6 +103,9 @@ def overview(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
         FROM example_view
         """
     ).fetchone()
+    regions = dict(
+        con.execute("SELECT region, count(*) FROM example_view WHERE region IS NOT NULL GROUP BY 1").fetchall()
+    )
     return {
         "examples": examples,
         "scored": scored,
@@ -99,6 +116,11 @@ def overview(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
         "median_confidence": med,
         "min_confidence": lo,
         "max_confidence": hi,
+        # the same on the readable scale, log10 of the mean perplexity (the minimum comes from the maximum)
+        "min_log_ppl": None if hi is None else math.log10(-hi),
+        "median_log_ppl": None if med is None else math.log10(-med),
+        "max_log_ppl": None if lo is None else math.log10(-lo),
+        "regions": {r: regions.get(r, 0) for r in REGION_NAMES},
         "reference_model": m.get("reference_model"),
         "created_at": m.get("created_at"),
         "stage_seconds": m.get("stage_seconds") or {},
@@ -111,21 +133,50 @@ def status_counts(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
 
 
 def confidence_histogram(con: duckdb.DuckDBPyConnection, bins: int = 60) -> pl.DataFrame:
-    """Counts of confidence per (bin, split), binned in DuckDB: columns ``lo``, ``hi``, ``split``, ``count``."""
-    lo, hi = con.execute("SELECT min(confidence), max(confidence) FROM example_view").fetchone()
+    """Counts of examples per (bin, split) of log10 mean perplexity (:data:`LOG_PPL`), binned in DuckDB.
+
+    Columns ``lo``, ``hi`` (the bin's edges, in log10 perplexity), ``split``, ``count``. Equal widths on the log
+    scale, from the lowest to the highest mean perplexity.
+    """
+    lo, hi = con.execute(f"SELECT min({LOG_PPL}), max({LOG_PPL}) FROM example_view").fetchone()
     if lo is None:
         return pl.DataFrame(schema={"lo": pl.Float64, "hi": pl.Float64, "split": pl.Utf8, "count": pl.Int64})
     width = (hi - lo) / bins if hi > lo else 1.0
     return fetch_frame(
         con,
-        """
+        f"""
         SELECT ? + b * ? AS lo, ? + (b + 1) * ? AS hi, split, count(*) AS count
-        FROM (SELECT least(CAST(floor((confidence - ?) / ?) AS BIGINT), ? - 1) AS b, split FROM example_view
+        FROM (SELECT least(CAST(floor(({LOG_PPL} - ?) / ?) AS BIGINT), ? - 1) AS b, split FROM example_view
               WHERE confidence IS NOT NULL)
         GROUP BY b, split ORDER BY b, split
         """,
         [lo, width, lo, width, lo, width, bins],
     )
+
+
+def scale_marks(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+    """Where the charts draw their reference lines, on the readable scales (whole table, no filter).
+
+    ``median_log_ppl``: the median split. ``bin_edges``: the edges between adjacent quantile bins (midway between
+    the neighbouring examples), ascending. ``ambiguous_from``: the relative variability above which examples are
+    ``ambiguous`` (midway between the last ambiguous and the first other one); None without ambiguous examples.
+    """
+    med = _scalar(con, "SELECT median(confidence) FROM example_view")
+    bins = con.execute(
+        f"SELECT min({LOG_PPL}), max({LOG_PPL}) FROM example_view WHERE quantile_bin IS NOT NULL "
+        "GROUP BY quantile_bin ORDER BY 1"
+    ).fetchall()
+    edges = [(a_hi + b_lo) / 2 for (_, a_hi), (b_lo, _) in zip(bins, bins[1:])]
+    amb_lo, rest_hi = con.execute(
+        f"SELECT min({REL_VAR}) FILTER (WHERE region = 'ambiguous'), "
+        f"max({REL_VAR}) FILTER (WHERE region <> 'ambiguous') FROM example_view"
+    ).fetchone()
+    ambiguous_from = None if amb_lo is None else (amb_lo if rest_hi is None else (amb_lo + rest_hi) / 2)
+    return {
+        "median_log_ppl": None if med is None else math.log10(-med),
+        "bin_edges": edges,
+        "ambiguous_from": ambiguous_from,
+    }
 
 
 def source_breakdown(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
@@ -162,7 +213,8 @@ def sample_points(
 ) -> tuple[pl.DataFrame, int]:
     """At most ``cap`` filtered, scored examples for a scatter (a seeded hash sample in DuckDB) and the total.
 
-    Returns columns for plotting and hovering; ``prompt`` is cut to 200 characters.
+    Returns columns for plotting and hovering, with the readable scales ``log_ppl`` (log10 mean perplexity) and
+    ``rel_variability`` (variability / mean perplexity); ``prompt`` is cut to 200 characters.
     """
     where, params = flt.where()
     where += " AND confidence IS NOT NULL" + (" AND umap_x IS NOT NULL" if need_map else "")
@@ -170,8 +222,8 @@ def sample_points(
     frame = fetch_frame(
         con,
         f"""
-        SELECT example_id, source, split, confidence, variability, mean_nll, quantile_bin, umap_x, umap_y,
-               left(coalesce(prompt, ''), 200) AS prompt
+        SELECT example_id, source, split, region, confidence, variability, mean_nll, quantile_bin, umap_x, umap_y,
+               {LOG_PPL} AS log_ppl, {REL_VAR} AS rel_variability, left(coalesce(prompt, ''), 200) AS prompt
         FROM example_view WHERE {where}
         ORDER BY hash(example_id, ?) LIMIT ?
         """,
@@ -197,7 +249,7 @@ def explore(
     frame = fetch_frame(
         con,
         f"""
-        SELECT example_id, source, split, confidence, variability, mean_nll, rank, status,
+        SELECT example_id, source, split, region, confidence, variability, mean_nll, rank, status,
                left(coalesce(prompt, ''), 160) AS prompt, left(coalesce(response, ''), 160) AS response
         FROM example_view WHERE {where}
         ORDER BY {sort} {"DESC" if descending else "ASC"} NULLS LAST, example_id LIMIT ? OFFSET ?

@@ -7,6 +7,7 @@ the server's life); each query runs on its own cursor from it (thread-safe), whi
 
 from __future__ import annotations
 
+import math
 import os
 
 import duckdb
@@ -57,6 +58,11 @@ def status_counts(path: str) -> pl.DataFrame:
 @st.cache_data(show_spinner=False)
 def histogram(path: str, bins: int) -> pl.DataFrame:
     return queries.confidence_histogram(cursor(path), bins)
+
+
+@st.cache_data(show_spinner=False)
+def scale_marks(path: str) -> dict:
+    return queries.scale_marks(cursor(path))
 
 
 @st.cache_data(show_spinner=False)
@@ -119,12 +125,8 @@ def filter_sidebar(path: str) -> Filter:
     splits = sb.multiselect("Split", list(queries.SPLIT_NAMES), key="f_splits")
     sources = sb.multiselect("Source", distinct_values(path, "source"), key="f_sources")
     statuses = sb.multiselect("Status", distinct_values(path, "status"), key="f_statuses")
-    lo, hi = ov["min_confidence"], ov["max_confidence"]
-    conf_min = conf_max = None
-    if lo is not None and hi is not None and hi > lo:
-        conf_min, conf_max = sb.slider("Confidence", float(lo), float(hi), (float(lo), float(hi)), key="f_conf")
-        if conf_min <= lo and conf_max >= hi:
-            conf_min = conf_max = None  # the full range: keep unscored rows too
+    regions = sb.multiselect("Region", list(queries.REGION_NAMES), key="f_regions")
+    conf_min, conf_max = _perplexity_slider(sb, ov["min_log_ppl"], ov["max_log_ppl"])
     search = sb.text_input("Search text or example id", key="f_search").strip()
     ids = selected_ids()
     if ids is not None:
@@ -136,11 +138,35 @@ def filter_sidebar(path: str) -> Filter:
         splits=tuple(splits),
         sources=tuple(sources),
         statuses=tuple(statuses),
+        regions=tuple(regions),
         conf_min=conf_min,
         conf_max=conf_max,
         search=search,
         ids=ids,
     )
+
+
+def _perplexity_slider(sb, lo: float | None, hi: float | None) -> tuple[float | None, float | None]:
+    """The confidence filter, on the log10 mean perplexity scale (where the examples spread out), as confidence
+    bounds (minus mean perplexity) for the :class:`Filter`; (None, None) for the full range, which keeps unscored
+    rows too."""
+    if lo is None or hi is None or hi <= lo:
+        return None, None
+    lo, hi = math.floor(lo * 100) / 100, math.ceil(hi * 100) / 100  # the slider's 0.01 steps cover every example
+    a, b = sb.slider(
+        "log10 mean perplexity (confident: low)",
+        lo,
+        hi,
+        (lo, hi),
+        step=0.01,
+        key="f_conf",
+        help="Confidence is minus the mean perplexity over checkpoints; this filters its log10, where the bulk "
+        "of examples spreads out.",
+    )
+    if a <= lo and b >= hi:
+        return None, None
+    sb.caption(f"mean perplexity {10**a:,.4g} to {10**b:,.4g}")
+    return -(10**b), -(10**a)
 
 
 def current_filter() -> Filter:

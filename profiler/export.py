@@ -1,18 +1,56 @@
-"""Exporting splits: the original example fields plus the confidence columns, as JSONL, Parquet or a HF dataset."""
+"""Exporting splits: the original example fields plus the confidence columns, as JSONL, JSON, Parquet or a HF dataset.
+
+An export never destroys: an existing output is refused unless ``overwrite`` is asked for, and even then only what an
+export writes is replaced (a file of the export's format, or a saved dataset directory), never the source table, a
+DuckDB file or a directory holding anything else. The output appears atomically: it is written under a temporary
+name beside the target and renamed into place, so a failed export leaves the old output as it was.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import secrets
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
-from profiler.table.reader import open_table
+from profiler.errors import SftmixError
+from profiler.table.db import MAGIC, MAGIC_OFFSET
+from profiler.table.reader import ConfidenceTable, open_table
+from profiler.table.records import CONF_COLUMNS, records_frame, rows_to_records, write_jsonl
+
+__all__ = [
+    "CONF_COLUMNS",
+    "EXPORT_FORMATS",
+    "SPLITS",
+    "SUFFIX_FORMATS",
+    "export_split",
+    "records_frame",
+    "rows_to_records",
+    "split_frame",
+    "split_records",
+    "write_jsonl",
+]
 
 SPLITS = ("confident", "unconfident", "all")
-EXPORT_FORMATS = ("jsonl", "parquet", "hf")
-CONF_COLUMNS = ("example_id", "source", "confidence", "mean_nll", "variability", "split", "quantile_bin")
+EXPORT_FORMATS = ("jsonl", "json", "parquet", "hf")
+# The output name's suffix -> format, when no format is given. No suffix (or an existing directory) means hf.
+SUFFIX_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet"}
+# What `Dataset.save_to_disk` writes into its directory, and nothing else: the only directories an export replaces.
+_DATASET_MARKERS = ("dataset_info.json", "state.json")
+_DATASET_FILE = re.compile(r"^(dataset_info\.json|state\.json|data-\d+-of-\d+\.arrow)$")
+# Stages of a run, in order (profiler.pipeline.run); "finetune" only in `sftmix profile`.
+_STAGE_TEXT = {
+    "data": "the data stage has not completed",
+    "finetune": "fine-tuning has not completed",
+    "score": "scoring has not completed",
+    "confidence": "the confidence split has not been computed",
+}
 
 
 def split_records(table_path: str | Path, split: str = "all") -> list[dict]:
@@ -20,35 +58,9 @@ def split_records(table_path: str | Path, split: str = "all") -> list[dict]:
 
     A confidence column whose name an original field already uses is renamed ``sftmix_<name>``.
     """
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    _check_split(split)
     with open_table(table_path) as t:
-        q = (
-            "SELECT e.record, e.example_id, e.source, c.confidence, c.mean_nll, c.variability, c.split, c.quantile_bin "
-            "FROM confidence c JOIN examples e USING (example_id) "
-            + ("" if split == "all" else "WHERE c.split = ? ")
-            + "ORDER BY c.rank"
-        )
-        rows = t.con.execute(q, [] if split == "all" else [split]).fetchall()
-    return rows_to_records(rows)
-
-
-def rows_to_records(rows) -> list[dict]:
-    """``(record JSON, *CONF_COLUMNS values)`` rows -> the original records with the confidence columns added."""
-    records = []
-    for rec_json, *conf in rows:
-        rec = json.loads(rec_json)
-        for name, value in zip(CONF_COLUMNS, conf):
-            rec[f"sftmix_{name}" if name in rec else name] = value
-        records.append(rec)
-    return records
-
-
-def records_frame(records: list[dict]) -> pl.DataFrame:
-    """Records as a polars frame (columns missing from some records are null there)."""
-    if not records:
-        return pl.DataFrame({c: [] for c in CONF_COLUMNS})
-    return pl.DataFrame(records, infer_schema_length=None)
+        return rows_to_records(t.export_rows(split))
 
 
 def split_frame(table_path: str | Path, split: str = "all") -> pl.DataFrame:
@@ -56,30 +68,351 @@ def split_frame(table_path: str | Path, split: str = "all") -> pl.DataFrame:
     return records_frame(split_records(table_path, split))
 
 
-def write_jsonl(records: list[dict], f) -> None:
-    """Record by record, so each example keeps exactly its own fields (sources may differ in format)."""
-    for rec in records:
-        f.write(json.dumps(rec, ensure_ascii=False, default=str) + "\n")
+def export_split(
+    table_path: str | Path,
+    out: str | Path,
+    *,
+    split: str = "all",
+    fmt: str | None = None,
+    overwrite: bool = False,
+) -> int:
+    """Write a split of a finished table to ``out`` and return the number of examples written.
 
+    Args:
+        table_path: the confidence table (read only).
+        out: a file (``.jsonl``, ``.json`` for a JSON array, ``.parquet``) or a directory (a saved Hugging Face
+            dataset: a name without suffix, or an existing directory).
+        split: ``confident``, ``unconfident`` or ``all``.
+        fmt: one of :data:`EXPORT_FORMATS`; None: from ``out`` (its suffix, or hf for a directory).
+        overwrite: replace an existing output, when it is one an export writes (a file of this format, or a saved
+            dataset directory or an empty one). Never the source table, a DuckDB file or another directory.
 
-def export_split(table_path: str | Path, out: str | Path, *, split: str = "all", fmt: str = "jsonl") -> int:
-    """Write a split to ``out`` and return the number of examples written."""
-    if fmt not in EXPORT_FORMATS:
-        raise ValueError(f"format must be one of {EXPORT_FORMATS}, got {fmt!r}")
+    Raises:
+        SftmixError: one line naming the path and what to do: the output exists (without ``overwrite``) or may
+            not be replaced, its suffix contradicts ``fmt``, or the table is not finished (or a shard part file).
+    """
+    _check_split(split)
+    if fmt is not None and fmt not in EXPORT_FORMATS:
+        raise SftmixError(f"export format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
+    table_path = Path(table_path)
+    dir_hint = str(out).endswith(("/", os.sep))
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "jsonl":
-        records = split_records(table_path, split)
-        with out.open("w", encoding="utf-8") as f:
-            write_jsonl(records, f)
-        return len(records)
-    frame = split_frame(table_path, split)
-    if fmt == "parquet":
-        frame.write_parquet(out)
+    _guard_source(table_path, out)
+    fmt = _resolve_format(out, fmt, dir_hint)
+    _check_existing(table_path, out, fmt, overwrite)
+    with open_table(table_path) as t:
+        _check_finished(t)
+        if overwrite:
+            _guard_inputs(t, out)
+        records = rows_to_records(t.export_rows(split))
+    if fmt == "hf":
+        _write_dataset(records, table_path, out, overwrite)
     else:
-        from datasets import Dataset
+        writer: Callable[[list[dict], Path], None] = {
+            "jsonl": _write_jsonl_file,
+            "json": _write_json_file,
+            "parquet": _write_parquet_file,
+        }[fmt]
+        _write_file(records, writer, table_path, out, fmt, overwrite)
+    return len(records)
 
-        if out.exists():
-            shutil.rmtree(out)
-        Dataset.from_polars(frame).save_to_disk(str(out))
-    return frame.height
+
+# --- where an export may write ------------------------------------------------------------------------------
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise SftmixError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` name one file: the same resolved path (also when missing), or the same file through a
+    symlink or hard link."""
+    if Path(os.path.abspath(a)) == Path(os.path.abspath(b)) or a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them is missing
+        return False
+
+
+def _is_duckdb(path: Path) -> bool:
+    """A regular file carrying DuckDB's magic bytes, whatever its name."""
+    try:
+        if not path.is_file():
+            return False
+        with path.open("rb") as f:
+            head = f.read(MAGIC_OFFSET + len(MAGIC))
+    except OSError:
+        return False
+    return head[MAGIC_OFFSET:] == MAGIC
+
+
+def _within(inner: Path, outer: Path) -> bool:
+    return inner.resolve().is_relative_to(outer.resolve())
+
+
+def _guard_source(table_path: Path, out: Path) -> None:
+    """Refuse, whatever ``overwrite`` says, an output that is (or holds) the source table, a DuckDB file, or the
+    current directory."""
+    if _same_path(out, table_path):
+        raise SftmixError(
+            f"{out} is the source table; export to a new path (e.g. -o {table_path.with_suffix('.jsonl').name})"
+        )
+    if out.is_dir():
+        if table_path.exists() and _within(table_path, out):
+            raise SftmixError(
+                f"{out} is a directory holding the source table {table_path}; export to a new file or directory "
+                f"(e.g. -o {table_path.with_suffix('.jsonl').name})"
+            )
+        if _within(Path.cwd(), out):
+            raise SftmixError(f"{out} is the current directory (or holds it); export to a new file or directory")
+    if _is_duckdb(out):
+        raise SftmixError(
+            f"{out} is a DuckDB database (a confidence table?); export never replaces one: choose another -o"
+        )
+
+
+def _accepted() -> str:
+    return ", ".join(SUFFIX_FORMATS) + " for a file, or a name without suffix (or an existing directory) for a dataset"
+
+
+def _resolve_format(out: Path, fmt: str | None, dir_hint: bool) -> str:
+    """The format of ``out``: from its suffix when ``fmt`` is None; a known suffix must agree with ``fmt``."""
+    suffix = "" if dir_hint or out.is_dir() else out.suffix.lower()
+    implied = SUFFIX_FORMATS.get(suffix)
+    if fmt is None:
+        if out.is_dir() or dir_hint or not suffix:
+            return "hf"
+        if implied is None:
+            raise SftmixError(f"{out}: unknown export suffix '{out.suffix}'; use {_accepted()}, or pass --format")
+        return implied
+    if (out.is_dir() or dir_hint) and fmt != "hf":
+        what = f"{out} is a directory" if out.is_dir() else f"{out}/ names a directory"
+        raise SftmixError(f"{what}, but --format {fmt} writes a file; name a file (e.g. {out}/all.{fmt})")
+    if implied is not None and implied != fmt:
+        raise SftmixError(
+            f"{out} has the suffix '{out.suffix}' of {implied}, but --format is {fmt}; "
+            f"rename the output or pass --format {implied}"
+        )
+    return fmt
+
+
+def _dataset_dir_state(path: Path) -> str:
+    """``empty``, ``dataset`` (only what `save_to_disk` writes, markers included) or ``other``."""
+    try:
+        entries = list(os.scandir(path))
+    except OSError as e:
+        raise SftmixError(f"cannot read the directory {path}: {e.strerror or e}") from e
+    if not entries:
+        return "empty"
+    names = {e.name for e in entries}
+    only_dataset_files = all(e.is_file(follow_symlinks=False) and _DATASET_FILE.match(e.name) for e in entries)
+    markers = all(m in names for m in _DATASET_MARKERS)
+    if only_dataset_files and markers and not any(_is_duckdb(Path(e.path)) for e in entries):
+        return "dataset"
+    return "other"
+
+
+def _holding(path: Path, limit: int = 3) -> str:
+    """What makes ``path`` not a saved dataset, in a few words."""
+    names = sorted(e.name for e in os.scandir(path) if not _DATASET_FILE.match(e.name) or not e.is_file())
+    if not names:
+        return f"without {' and '.join(_DATASET_MARKERS)}"
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return "holding other files (" + ", ".join(names[:limit]) + more + ")"
+
+
+def _check_existing(table_path: Path, out: Path, fmt: str, overwrite: bool) -> None:
+    """Refuse an existing ``out`` that may not be replaced, or (without ``overwrite``) that exists at all."""
+    if not os.path.lexists(out):
+        return
+    _guard_source(table_path, out)  # again: also right before the rename
+    if fmt == "hf":
+        if not out.is_dir():
+            raise SftmixError(
+                f"{out} exists and is not a directory, so not a dataset an export wrote; choose another -o"
+            )
+        state = _dataset_dir_state(out)
+        if state == "other":
+            raise SftmixError(
+                f"{out} is a directory {_holding(out)}, not a dataset an export wrote; export into a new directory"
+            )
+        if not overwrite:
+            what = "an empty directory" if state == "empty" else "a saved dataset"
+            raise SftmixError(f"{out} exists ({what}); pass --overwrite to replace it")
+        return
+    if out.is_dir():
+        raise SftmixError(f"{out} is a directory, but a {fmt} export writes a file; name a file (e.g. {out}/all.{fmt})")
+    if not out.is_file():
+        raise SftmixError(f"{out} exists and is not a regular file; choose another -o")
+    if not overwrite:
+        raise SftmixError(f"{out} exists; pass --overwrite to replace it")
+
+
+def _guard_inputs(t: ConfidenceTable, out: Path) -> None:
+    """Refuse to replace a data file the table was scored from (when it is still where the run found it)."""
+    if not os.path.lexists(out):
+        return
+    specs = (t.meta.get("score_config") or {}).get("data") or []
+    for spec in specs if isinstance(specs, list) else [specs]:
+        for candidate in {str(spec), str(spec).split("=", 1)[-1]}:
+            if candidate and _same_path(Path(candidate), out) and os.path.exists(candidate):
+                raise SftmixError(
+                    f"{out} is an input of {t.path} (its data); export never replaces it: choose another -o"
+                )
+
+
+# --- is the table finished ----------------------------------------------------------------------------------
+def _merged_name(part: Path) -> str:
+    m = re.match(r"^(?P<stem>.+)\.part-\d+-of-\d+(?P<suffix>\.[^.]+)?$", part.name)
+    return str(part.with_name(m.group("stem") + (m.group("suffix") or ".duckdb"))) if m else "OUT"
+
+
+def _check_finished(t: ConfidenceTable) -> None:
+    """Refuse a table without confidence rows yet, naming the stage it is at and how to finish it."""
+    shard = t.meta.get("shard")
+    if shard:
+        where = f"shard {shard.get('index')} of {shard.get('count')}" if isinstance(shard, dict) else "a shard"
+        merged = _merged_name(t.path)
+        if not t.meta.get("shard_complete"):
+            raise SftmixError(
+                f"{t.path} is a shard part file ({where}) whose scoring has not completed; re-run its "
+                f"`sftmix score --shard` with the same --out, then `sftmix merge {merged}`, and export the merged table"
+            )
+        raise SftmixError(
+            f"{t.path} is a shard part file ({where}), not a finished table; run `sftmix merge {merged}` "
+            "to merge the parts, then export the merged table"
+        )
+    s = t.summary()
+    if sum(s["splits"].values()):
+        return
+    stages: dict[str, Any] = t.meta.get("stages") or {}
+    done = [k for k, v in stages.items() if v == "done"]
+    is_profile = "finetune" in stages or t.meta.get("finetune_config") is not None
+    order = ["data", "finetune", "score", "confidence"] if is_profile else ["data", "score", "confidence"]
+    missing = next((st for st in order if stages.get(st) != "done"), None)
+    if missing is None:  # every stage ran, and none of the examples could be scored
+        status = ", ".join(f"{k}: {v}" for k, v in s["status"].items()) or "no examples"
+        raise SftmixError(f"{t.path} has no scored examples to export ({status})")
+    what = _STAGE_TEXT[missing]
+    ok = s["status"].get("ok", 0)
+    if missing == "score" and s["checkpoints"] and ok:
+        what += f" ({s['scores']} of {ok * s['checkpoints']} scores)"
+    cmd = "sftmix profile" if is_profile else "sftmix score" if stages else "sftmix profile`/`sftmix score"
+    raise SftmixError(
+        f"{t.path} is not finished: {what} (stages done: {', '.join(done) or 'none'}); "
+        f"re-run `{cmd}` with the same --out to finish it"
+    )
+
+
+# --- writing atomically -------------------------------------------------------------------------------------
+def _temp_path(out: Path, tag: str) -> Path:
+    return out.parent / f".{out.name}.{tag}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def _fsync(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_jsonl_file(records: list[dict], path: Path) -> None:
+    with path.open("x", encoding="utf-8") as f:
+        write_jsonl(records, f)
+
+
+def _write_json_file(records: list[dict], path: Path) -> None:
+    """A JSON array, one record a line."""
+    with path.open("x", encoding="utf-8") as f:
+        f.write("[\n")
+        for i, rec in enumerate(records):
+            f.write(("," if i else "") + json.dumps(rec, ensure_ascii=False, default=str) + "\n")
+        f.write("]\n")
+
+
+def _write_parquet_file(records: list[dict], path: Path) -> None:
+    records_frame(records).write_parquet(path)
+
+
+def _parent(out: Path) -> None:
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SftmixError(f"cannot create the directory {out.parent}: {e.strerror or e}") from e
+
+
+def _write_file(
+    records: list[dict],
+    writer: Callable[[list[dict], Path], None],
+    table_path: Path,
+    out: Path,
+    fmt: str,
+    overwrite: bool,
+) -> None:
+    _parent(out)
+    tmp = _temp_path(out, "tmp")
+    try:
+        writer(records, tmp)
+        _fsync(tmp)
+        _check_existing(table_path, out, fmt, overwrite)  # what is there now, right before the rename
+        if overwrite:
+            os.replace(tmp, out)
+        else:
+            _link_new(tmp, out)
+    except OSError as e:
+        raise SftmixError(f"cannot write {out}: {e.strerror or e}") from e
+    finally:
+        if os.path.lexists(tmp):
+            tmp.unlink()
+    _fsync(out.parent)
+
+
+def _link_new(tmp: Path, out: Path) -> None:
+    """Move ``tmp`` to ``out`` only if ``out`` does not exist (a file appearing meanwhile is kept)."""
+    try:
+        os.link(tmp, out)  # fails if out exists: no file is replaced
+    except FileExistsError:
+        raise SftmixError(f"{out} exists; pass --overwrite to replace it") from None
+    except OSError:  # no hard links on this file system
+        if os.path.lexists(out):
+            raise SftmixError(f"{out} exists; pass --overwrite to replace it") from None
+        os.replace(tmp, out)
+
+
+def _write_dataset(records: list[dict], table_path: Path, out: Path, overwrite: bool) -> None:
+    """A saved dataset, swapped in: the new directory is renamed in, the old one (if any) aside and then deleted;
+    on failure the old one is put back."""
+    from datasets import Dataset
+
+    _parent(out)
+    tmp = _temp_path(out, "tmp")
+    old: Path | None = None
+    try:
+        Dataset.from_polars(records_frame(records)).save_to_disk(str(tmp))
+        _check_existing(table_path, out, "hf", overwrite)  # what is there now, right before the rename
+        if os.path.lexists(out):
+            old = _temp_path(out, "old")
+            os.rename(out, old)
+        try:
+            os.rename(tmp, out)
+        except BaseException:
+            if old is not None:
+                os.rename(old, out)
+                old = None
+            raise
+    except OSError as e:
+        raise SftmixError(f"cannot write {out}: {e.strerror or e}") from e
+    finally:
+        if os.path.lexists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+    if old is not None:
+        if old.is_symlink():
+            old.unlink()
+        else:
+            shutil.rmtree(old, ignore_errors=True)

@@ -1,4 +1,5 @@
-"""Data map: confidence against variability over the checkpoints (the dataset-cartography view)."""
+"""Data map: mean perplexity against relative variability over the checkpoints (the dataset-cartography view),
+on scales where the bulk of examples spreads out, colored by cartography region or split."""
 
 import streamlit as st
 
@@ -7,6 +8,7 @@ from dashboard import figures, state
 path = state.table_path()
 flt = state.current_filter()
 st.title("Data map")
+color = st.radio("Color by", ["region", "split"], horizontal=True, key="map_color")
 cap = st.slider("Points drawn at most", 1_000, 200_000, state.POINT_CAP, step=1_000, key="map_cap")
 points, total = state.sample_points(path, flt, cap, False)
 st.caption(
@@ -16,16 +18,12 @@ st.caption(
 if points.is_empty():
     st.info("No scored example matches the filter.")
 else:
-    fig = figures.scatter(
-        points,
-        x="variability",
-        y="confidence",
-        title="Confidence vs variability over checkpoints",
-        x_title="variability (std of perplexity over checkpoints)",
-        y_title="confidence (minus mean perplexity)",
-    )
+    marks = state.scale_marks(path)
+    fig = figures.data_map(points, color=color, median=marks["median_log_ppl"], ambiguous_from=marks["ambiguous_from"])
     st.plotly_chart(fig, width="stretch")
     st.caption(
-        "High confidence, low variability: easy and learned early. Low confidence, high variability: the model "
-        "was still learning them. Low confidence, low variability: hard or possibly mislabeled."
+        "Regions (dataset cartography, computed over the whole table): **ambiguous** is the third of examples whose "
+        "perplexity varies most across checkpoints relative to its mean (right of the dotted line); of the others, "
+        "**easy-to-learn** are in the confident half (above the dashed median split) and **hard-to-learn** in the "
+        "unconfident half: the reference never learned them (hard, or possibly mislabeled)."
     )

@@ -1,4 +1,5 @@
-"""Overview: counts, split sizes, statuses, the confidence histogram with the median, the split per source."""
+"""Overview: counts, split sizes, regions, statuses, the histogram of mean perplexity (log scale) with the median
+split and the quantile bins, the split per source."""
 
 import streamlit as st
 
@@ -17,7 +18,16 @@ cols[4].metric("Checkpoints", ov["checkpoints"])
 if ov["median_confidence"] is None:
     st.info("No confidence yet: the profile has not finished scoring.")
 else:
-    st.plotly_chart(figures.confidence_histogram(state.histogram(path, 60), ov["median_confidence"]), width="stretch")
+    marks = state.scale_marks(path)
+    st.plotly_chart(
+        figures.confidence_histogram(state.histogram(path, 60), marks["median_log_ppl"], marks["bin_edges"]),
+        width="stretch",
+    )
+    st.caption(
+        f"Median split at mean perplexity {10 ** marks['median_log_ppl']:.4g}. Regions (dataset cartography): "
+        + ", ".join(f"{name} {n:,}" for name, n in ov["regions"].items())
+        + ". See the data map."
+    )
 breakdown = state.source_breakdown(path)
 left, right = st.columns(2)
 with left:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from profiler.config import TEMPLATES
 from profiler.data.formats import Example
 from profiler.errors import DataError, ModelError
 
 ALPACA_SYSTEM = (
     "Below is an instruction that describes a task. Write a response that appropriately completes the request."
 )
-TEMPLATES = ("auto", "chat", "alpaca")
 
 
 @dataclass

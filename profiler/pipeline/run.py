@@ -163,7 +163,8 @@ def _pruner(cfg: FinetuneConfig, checkpoints: list[CheckpointInfo], owned: bool)
 
 def _execute(stages: list[Stage], state: RunState) -> None:
     try:
-        run_stages(stages, state, progress=state.cfg.progress)
+        # Stage lines for a profile (a long, multi-stage job); `score` shows its progress bars only.
+        run_stages(stages, state, progress=state.cfg.progress and state.ft is not None)
     finally:
         if state.table is not None:
             state.table.close()

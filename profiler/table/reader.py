@@ -12,7 +12,7 @@ import polars as pl
 
 from profiler.errors import TableError
 from profiler.table.db import connect, fetch_frame, file_kind, stored_schema_version, table_names
-from profiler.table.schema import check_version, view_ddl
+from profiler.table.schema import check_version, has_region_column, view_ddl
 
 EXPORT_SPLITS = ("confident", "unconfident", "all")
 
@@ -46,7 +46,8 @@ class ConfidenceTable:
             rows = self.con.execute("SELECT key, value FROM meta").fetchall()
             self.meta: dict[str, Any] = {k: json.loads(v) for k, v in rows}
             check_version(self.meta.get("schema_version"), str(self.path))
-            self.con.execute(view_ddl())
+            self._has_region = has_region_column(self.con)  # an older file: the views compute the region
+            self.con.execute(view_ddl(self._has_region))
         except BaseException:
             self.con.close()
             raise
@@ -54,7 +55,7 @@ class ConfidenceTable:
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A new read-only cursor with the read views: one per thread (a DuckDB connection is not thread-safe)."""
         cur = self.con.cursor()
-        cur.execute(view_ddl())  # temporary views belong to one connection
+        cur.execute(view_ddl(self._has_region))  # temporary views belong to one connection
         return cur
 
     def frame(self, query: str, params: list | None = None) -> pl.DataFrame:
@@ -75,7 +76,7 @@ class ConfidenceTable:
 
     @cached_property
     def confidence(self) -> pl.DataFrame:
-        return self.frame("SELECT * FROM confidence ORDER BY rank")
+        return self.frame("SELECT * FROM confidence_view ORDER BY rank")  # with the region, also of an older file
 
     @cached_property
     def embeddings(self) -> pl.DataFrame:

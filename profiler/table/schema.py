@@ -1,4 +1,9 @@
-"""The table schema (see DESIGN.md) and its read views. Bump the major version for changes a reader cannot ignore."""
+"""The table schema (see DESIGN.md) and its read views. Bump the major version for changes a reader cannot ignore.
+
+``confidence.region`` (the cartography region, issue 15) is an additive change within 1.0: files written before
+it lack the column, so readers check for the column, not the version. The read views then compute it on read
+(:data:`REGION_SQL`), and a writer that opens such a file adds and fills it.
+"""
 
 from __future__ import annotations
 
@@ -50,7 +55,8 @@ CREATE TABLE IF NOT EXISTS confidence (
     variability DOUBLE NOT NULL,      -- population std of perplexity over checkpoints
     split VARCHAR NOT NULL,           -- 'confident' or 'unconfident'
     quantile_bin INTEGER NOT NULL,    -- 0 = least confident bin
-    rank BIGINT NOT NULL              -- 0 = most confident
+    rank BIGINT NOT NULL,             -- 0 = most confident
+    region VARCHAR                    -- 'easy-to-learn', 'ambiguous', 'hard-to-learn'; absent in older files
 );
 CREATE TABLE IF NOT EXISTS embeddings (
     example_id VARCHAR PRIMARY KEY,
@@ -62,38 +68,68 @@ CREATE TABLE IF NOT EXISTS embeddings (
 
 TABLES = ("meta", "examples", "checkpoints", "scores", "confidence", "embeddings")
 
+# The cartography region of each row of ``confidence``, from its stored columns: the same rule, and the same
+# floats, as :func:`profiler.confidence.compute_confidence` (ambiguous: the n // 3 rows of highest relative
+# variability, variability / mean perplexity, ties by example_id; otherwise easy-to-learn in the confident half,
+# hard-to-learn in the unconfident half). For files written before the column existed.
+REGION_SQL = """
+    CASE WHEN row_number() OVER (ORDER BY variability / -confidence DESC, example_id) <= count(*) OVER () // 3
+         THEN 'ambiguous'
+         WHEN split = 'confident' THEN 'easy-to-learn'
+         ELSE 'hard-to-learn' END
+"""
+
 # Read views: what readers outside ``profiler/table/`` (the dashboard's queries) may query. They are not stored in
 # the file (a read-only connection cannot create persistent views, and older files would lack them): the reader
 # creates them as TEMP views on every connection and cursor it hands out, so they always match this version.
 VIEWS = {
+    # The confidence rows with their region (stored, or computed on read for older files: see view_ddl).
+    "confidence_view": "SELECT * FROM confidence",
     # One row per example: the example, its confidence columns (split 'unscored' where it has none) and its map
     # coordinates (never the vectors).
     "example_view": """
         SELECT e.example_id, e.row_index, e.source, e.source_file, e.file_row, e.status, e.status_detail, e.prompt,
                e.response, e.messages, e.record, e.n_prompt_tokens, e.n_response_tokens, e.truncated,
                c.confidence, c.mean_nll, c.variability, coalesce(c.split, 'unscored') AS split, c.quantile_bin,
-               c.rank, m.umap_x, m.umap_y
+               c.rank, c.region, m.umap_x, m.umap_y
         FROM examples e
-        LEFT JOIN confidence c USING (example_id)
+        LEFT JOIN confidence_view c USING (example_id)
         LEFT JOIN (SELECT example_id, umap_x, umap_y FROM embeddings) m USING (example_id)
     """,
     # One row per (example, checkpoint) score, with the checkpoint's position and the example's split and bin
     # (NULL where the example has no confidence yet).
     "score_view": """
         SELECT s.example_id, s.checkpoint_id, k.step, k.fraction, s.nll_sum, s.n_tokens, s.mean_nll, s.perplexity,
-               c.split, c.quantile_bin
+               c.split, c.quantile_bin, c.region
         FROM scores s
         JOIN checkpoints k USING (checkpoint_id)
-        LEFT JOIN confidence c USING (example_id)
+        LEFT JOIN confidence_view c USING (example_id)
     """,
     "checkpoint_view": "SELECT checkpoint_id, step, fraction, path, kind FROM checkpoints",
     "meta_view": "SELECT key, value FROM meta",
 }
 
 
-def view_ddl() -> str:
-    """The statements creating :data:`VIEWS` as TEMP views (on one connection or cursor)."""
-    return ";\n".join(f"CREATE OR REPLACE TEMP VIEW {name} AS {sql.strip()}" for name, sql in VIEWS.items()) + ";"
+def view_ddl(has_region: bool = True) -> str:
+    """The statements creating :data:`VIEWS` as TEMP views (on one connection or cursor).
+
+    ``has_region``: whether the file's ``confidence`` table has the ``region`` column; if not, the views
+    compute it with :data:`REGION_SQL`.
+    """
+    views = dict(VIEWS)
+    if not has_region:
+        views["confidence_view"] = f"SELECT *, {REGION_SQL.strip()} AS region FROM confidence"
+    return ";\n".join(f"CREATE OR REPLACE TEMP VIEW {name} AS {sql.strip()}" for name, sql in views.items()) + ";"
+
+
+def has_region_column(con) -> bool:
+    """Whether the ``confidence`` table of ``con``'s file has the ``region`` column (files written before it do not)."""
+    return bool(
+        con.execute(
+            "SELECT count(*) FROM information_schema.columns WHERE table_catalog = current_database() "
+            "AND table_schema = 'main' AND table_name = 'confidence' AND column_name = 'region'"
+        ).fetchone()[0]
+    )
 
 
 def check_version(found: str | None, path: str) -> None:

@@ -19,7 +19,7 @@ import polars as pl
 
 from profiler.errors import TableError
 from profiler.table.db import connect, fetch_frame, file_kind, open_error, peek, stored_schema_version, table_names
-from profiler.table.schema import DDL, SCHEMA_VERSION, check_version
+from profiler.table.schema import DDL, REGION_SQL, SCHEMA_VERSION, check_version, has_region_column
 
 EXAMPLE_COLUMNS = {
     "example_id": pl.Utf8,
@@ -157,6 +157,13 @@ class TableWriter:
                     }
                 )
         check_version(self.get_meta("schema_version"), str(self.path))
+        if not has_region_column(self.con):  # an older file: add the region column, filled as it is computed
+            with self.transaction():
+                self.con.execute("ALTER TABLE confidence ADD COLUMN region VARCHAR")
+                self.con.execute(
+                    f"UPDATE confidence SET region = r.region FROM (SELECT example_id, {REGION_SQL} AS region "
+                    "FROM confidence) r WHERE confidence.example_id = r.example_id"
+                )
 
     def transaction(self):
         """A context manager for one transaction: commit on success, roll back on any error."""
@@ -373,7 +380,7 @@ class TableWriter:
             self.con.register("new_conf", frame)
             self.con.execute(
                 "INSERT INTO confidence SELECT example_id, confidence, mean_nll, variability, split, quantile_bin, "
-                "rank FROM new_conf"
+                "rank, region FROM new_conf"
             )
             self.con.unregister("new_conf")
 

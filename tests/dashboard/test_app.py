@@ -56,6 +56,19 @@ def test_overview(monkeypatch, small_profile):
     assert dict(zip(status["status"], status["examples"])) == {"ok": N_OK, "empty_field": N_BAD}
     assert sorted(sources["source"]) == ["chat", "faq"]
     assert "Stage times" in captions(at)
+    assert "Median split at mean perplexity" in captions(at) and "ambiguous 10" in captions(at)
+    hist = at.get("plotly_chart")[0].proto.spec
+    assert "log10 mean perplexity" in hist
+
+
+def test_the_overview_url_opens_the_overview(monkeypatch, small_profile):
+    """The default page is served at "/"; its own path, /overview, sends the browser there (not "Page not
+    found"). A session opened at /overview asks for the page whose URL path is "overview"."""
+    at = app(monkeypatch, small_profile)
+    goto(at, "explorer")
+    at._page_hash = next(h for h, info in at._registered_pages.items() if info.get("url_pathname") == "overview")
+    at.run()
+    assert not at.exception and at.title[0].value == "Overview"
 
 
 def test_data_map_and_semantic_map(monkeypatch, small_profile):
@@ -64,11 +77,17 @@ def test_data_map_and_semantic_map(monkeypatch, small_profile):
     assert f"Showing {N_OK} of {N_OK} scored examples" in captions(at)
     at.slider(key="map_cap").set_value(1000).run()
     assert not at.exception
+    at.radio(key="map_color").set_value("split").run()
+    assert not at.exception
+    at.sidebar.multiselect(key="f_regions").set_value(["ambiguous"]).run()
+    assert f"Showing {N_OK // 3} of {N_OK // 3} scored examples" in captions(at)
+    at.sidebar.multiselect(key="f_regions").set_value([]).run()
     goto(at, "semantic_map")
     assert at.title[0].value == "Semantic map"
     assert f"UMAP of mean-pooled final hidden states · showing {N_OK} of {N_OK}" in captions(at)
-    at.radio(key="sem_color").set_value("confidence").run()
-    assert not at.exception
+    for color in ("region", "confidence"):
+        at.radio(key="sem_color").set_value(color).run()
+        assert not at.exception
     # The sidebar filter narrows the maps.
     at.sidebar.multiselect(key="f_sources").set_value(["chat"]).run()
     assert f"showing {N_CHAT} of {N_CHAT}" in captions(at)
@@ -118,6 +137,21 @@ def test_explorer_filters_sort_detail_and_sql_search(monkeypatch, small_profile)
     assert not at.exception and "0 examples match the filter" in captions(at)
     at.sidebar.text_input(key="f_search").input("").run()
     assert f"{N_OK + N_BAD} examples match the filter" in captions(at)  # the table is intact
+
+
+def test_perplexity_slider_filters_on_the_log_scale(monkeypatch, small_profile):
+    at = goto(app(monkeypatch, small_profile), "explorer")
+    slider = at.sidebar.slider(key="f_conf")
+    lo, hi = slider.min, slider.max
+    con = duckdb.connect(str(small_profile), read_only=True)
+    log_ppl = sorted(r[0] for r in con.execute("SELECT log10(-confidence) FROM confidence").fetchall())
+    con.close()
+    assert lo <= log_ppl[0] and log_ppl[-1] <= hi and hi - lo < 10  # log10 perplexity, not minus perplexity
+    cut = round((log_ppl[14] + log_ppl[15]) / 2, 2)  # between the 15th and 16th lowest perplexity
+    expected = sum(v <= cut for v in log_ppl)
+    slider.set_value((lo, cut)).run()
+    assert f"{expected} examples match the filter" in captions(at)  # the unscored row drops out too
+    assert "mean perplexity" in "\n".join(c.value for c in at.sidebar.caption)
 
 
 def test_export(monkeypatch, small_profile):

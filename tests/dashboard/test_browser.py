@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from dashboard.launch import free_port
 from tests.conftest import N_BAD, N_FAQ
+from tests.dashboard.test_launch import SFTMIX, start_server, stop_group, wait_healthy
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -34,30 +32,16 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 @pytest.fixture
 def server(small_profile, tmp_path):
+    """`sftmix dashboard` on a free port, in a process group of its own that the teardown stops entirely."""
     port = free_port()
-    log = (tmp_path / "server.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "profiler", "dashboard", str(small_profile), "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    log = tmp_path / "server.log"
+    proc = start_server([*SFTMIX, "dashboard", str(small_profile), "--port", str(port)], log)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail("the dashboard did not start:\n" + (tmp_path / "server.log").read_text())
-        time.sleep(0.3)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=20)
-    log.close()
+    try:
+        wait_healthy(url, proc, log)
+        yield url
+    finally:
+        stop_group(proc)
 
 
 @pytest.fixture

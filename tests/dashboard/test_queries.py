@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 
 import duckdb
 import polars as pl
@@ -38,14 +39,50 @@ def test_overview_counts(con, small_profile):
 
 
 def test_histogram_bins_every_scored_example_once(con, small_profile):
+    """Bins of log10 mean perplexity: every scored example once, the median split and quantile bins marked."""
     hist = queries.confidence_histogram(con, bins=7)
     assert hist["count"].sum() == N_FAQ + N_CHAT
-    assert hist["lo"].min() == pytest.approx(queries.overview(con)["min_confidence"])
-    assert hist["hi"].max() == pytest.approx(queries.overview(con)["max_confidence"])
+    ov = queries.overview(con)
+    assert hist["lo"].min() == pytest.approx(math.log10(-ov["max_confidence"]))
+    assert hist["hi"].max() == pytest.approx(math.log10(-ov["min_confidence"]))
     by_split = hist.group_by("split").agg(pl.col("count").sum())
     assert dict(by_split.iter_rows()) == {"confident": 15, "unconfident": 15}
-    fig = figures.confidence_histogram(hist, queries.overview(con)["median_confidence"])
+    marks = queries.scale_marks(con)
+    assert marks["median_log_ppl"] == pytest.approx(ov["median_log_ppl"])
+    assert len(marks["bin_edges"]) == 9 and marks["bin_edges"] == sorted(marks["bin_edges"])
+    fig = figures.confidence_histogram(hist, marks["median_log_ppl"], marks["bin_edges"])
     assert {t.name for t in fig.data} == {"confident", "unconfident"}
+    assert "log10 mean perplexity" in fig.layout.xaxis.title.text
+    lines = [s for s in fig.layout.shapes if s.type == "line"]
+    assert len(lines) == 10  # the quantile bins' edges and the median split
+    # The median split is one line: every confident example is left of it, every unconfident one right of it.
+    with open_table(small_profile) as t:
+        c = t.confidence.with_columns(log_ppl=(-pl.col("confidence")).log10())
+    assert c.filter(pl.col("split") == "confident")["log_ppl"].max() <= marks["median_log_ppl"]
+    assert c.filter(pl.col("split") == "unconfident")["log_ppl"].min() >= marks["median_log_ppl"]
+
+
+def test_regions_are_stored_filtered_and_marked(con, small_profile):
+    ov = queries.overview(con)
+    assert sum(ov["regions"].values()) == N_FAQ + N_CHAT
+    assert ov["regions"]["ambiguous"] == (N_FAQ + N_CHAT) // 3
+    for region, n in ov["regions"].items():
+        assert queries.count(con, Filter(regions=(region,))) == n
+    assert queries.count(con, Filter(regions=("easy-to-learn",), splits=("unconfident",))) == 0
+    assert queries.count(con, Filter(regions=("hard-to-learn",), splits=("confident",))) == 0
+    marks = queries.scale_marks(con)
+    pts, _ = queries.sample_points(con, Filter(), cap=1000)
+    amb = pts.filter(pl.col("region") == "ambiguous")["rel_variability"]
+    rest = pts.filter(pl.col("region") != "ambiguous")["rel_variability"]
+    assert rest.max() <= marks["ambiguous_from"] <= amb.min()
+    fig = figures.data_map(pts, median=marks["median_log_ppl"], ambiguous_from=marks["ambiguous_from"])
+    assert {t.name for t in fig.data} == set(queries.REGION_NAMES)
+    assert sum(len(t.x) for t in fig.data) == N_FAQ + N_CHAT
+    y0, y1 = fig.layout.yaxis.range
+    assert y0 > y1  # reversed: confident (low perplexity) at the top
+    assert "relative variability" in fig.layout.xaxis.title.text
+    by_split = figures.data_map(pts, color="split")
+    assert {t.name for t in by_split.data} == {"confident", "unconfident"}
 
 
 def test_filters_and_sql_looking_search(con):

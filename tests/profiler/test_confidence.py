@@ -1,12 +1,16 @@
-"""Confidence and the median split."""
+"""Confidence, the median split and the cartography regions (also in a table written before the region column)."""
 
 from __future__ import annotations
 
+import duckdb
 import numpy as np
 import polars as pl
 import pytest
 
-from profiler.confidence import compute_confidence
+from profiler.confidence import REGIONS, compute_confidence
+from profiler.table import open_table
+from profiler.table.schema import REGION_SQL, SCHEMA_VERSION
+from profiler.table.writer import TableWriter
 
 
 def scores_frame(ppl: dict[str, list[float]]) -> pl.DataFrame:
@@ -47,3 +51,52 @@ def test_examples_missing_a_checkpoint_are_left_out():
     frame = scores_frame({"a": [1.0, 2.0], "b": [3.0]})
     assert compute_confidence(frame, [0, 1])["example_id"].to_list() == ["a"]
     assert compute_confidence(frame, [0]).height == 2
+
+
+def test_regions_partition_by_relative_variability_and_the_split():
+    # Relative variability (std / mean of perplexity): a 0.5, b 0.5, c 0.1, d 0, e 0.2, f 0.
+    ppl = {"a": [1.0, 3.0], "b": [50.0, 150.0], "c": [9.0, 11.0], "d": [4.0, 4.0], "e": [80.0, 120.0], "f": [30, 30]}
+    conf = compute_confidence(scores_frame(ppl), [0, 1])
+    region = dict(zip(conf["example_id"], conf["region"]))
+    # The top third (6 // 3 = 2) by relative variability is ambiguous, whatever the perplexity; the others follow
+    # the median split (confident: a, d, c; unconfident: f, b, e).
+    assert region == {
+        "a": "ambiguous",
+        "b": "ambiguous",
+        "c": "easy-to-learn",
+        "d": "easy-to-learn",
+        "e": "hard-to-learn",
+        "f": "hard-to-learn",
+    }
+    assert set(conf["region"]) <= set(REGIONS)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 50])
+def test_region_sql_matches_compute_confidence(n):
+    """An older table has no region column: the read views compute it with REGION_SQL, to the same regions."""
+    rng = np.random.default_rng(n)
+    conf = compute_confidence(scores_frame({f"e{i}": list(rng.lognormal(3, 1, 3)) for i in range(n)}), [0, 1, 2])
+    con = duckdb.connect()
+    con.register("confidence", conf.drop("region"))
+    sql = f"SELECT example_id, {REGION_SQL} AS region FROM confidence"
+    assert dict(con.execute(sql).fetchall()) == dict(zip(conf["example_id"], conf["region"]))
+
+
+def test_a_table_without_the_region_column_reads_with_regions_and_gets_it_on_write(tmp_path):
+    path = tmp_path / "old.duckdb"
+    rng = np.random.default_rng(0)
+    conf = compute_confidence(scores_frame({f"e{i}": list(rng.lognormal(3, 1, 2)) for i in range(12)}), [0, 1])
+    with TableWriter(path) as w:
+        w.write_confidence(conf)
+    con = duckdb.connect(str(path))  # as an earlier version wrote it
+    con.execute("ALTER TABLE confidence DROP COLUMN region")
+    con.close()
+    expected = dict(zip(conf["example_id"], conf["region"]))
+    with open_table(path) as t:
+        assert dict(zip(t.confidence["example_id"], t.confidence["region"])) == expected
+        assert dict(t.cursor().execute("SELECT example_id, region FROM confidence_view").fetchall()) == expected
+    with TableWriter(path) as w:  # a writer (a resumed run) adds the column
+        assert w.get_meta("schema_version") == SCHEMA_VERSION == "1.0"
+    con = duckdb.connect(str(path), read_only=True)
+    assert dict(con.execute("SELECT example_id, region FROM confidence").fetchall()) == expected
+    con.close()

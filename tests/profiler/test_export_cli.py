@@ -11,9 +11,10 @@ import pytest
 
 from profiler import open_table
 from profiler.cli import main
+from profiler.config import ScoreConfig
 from profiler.data import load_examples
 from profiler.export import export_split
-from profiler.score_run import ScoreConfig, run_score
+from profiler.pipeline import run_score
 from tests.conftest import ALPACA_ROWS, write_jsonl
 
 
@@ -102,7 +103,7 @@ def test_cli_errors_are_one_line(tmp_path, tiny_llama, alpaca_file, capsys):
     assert rc == 2
     assert "model path does not exist" in capsys.readouterr().err
     assert main(["score", "--data", str(alpaca_file)]) == 2
-    assert "missing required option(s): --model, --out" in capsys.readouterr().err
+    assert "the following arguments are required: --model, --out" in capsys.readouterr().err
     bad = write_jsonl(tmp_path / "bad.jsonl", [ALPACA_ROWS[0], {"instruction": "Q", "output": 5}])
     assert main(["score", "--model", str(tiny_llama), "--data", str(bad), "--out", str(tmp_path / "y.duckdb")]) == 2
     err = capsys.readouterr().err

@@ -49,6 +49,12 @@ def test_scheduler_choices_are_the_installed_transformers_ones():
     assert set(LR_SCHEDULERS) == {s.value for s in SchedulerType}
 
 
+def test_record_format_choices_are_the_loader_formats():
+    from profiler.data.formats import FORMATS
+
+    assert set(C.RECORD_FORMATS) == {"auto", *FORMATS}
+
+
 BAD = [
     (["profile", "--n-bins", "0"], "--n-bins 0: must be >= 1"),
     (["profile", "--n-bins", "-3"], "--n-bins -3: must be >= 1"),
