@@ -23,7 +23,7 @@ from profiler.assets import smollm2_checkpoint
 from profiler.data import Renderer
 from profiler.data.formats import Example
 from profiler.scoring import ScoreItem, TorchScorer
-from trainer_plugin import TrainConfig
+from trainer_plugin import SFTMixTrainingArguments
 from trainer_plugin.train import build_trainer
 
 
@@ -66,14 +66,14 @@ def main() -> None:
 
     results = {}
     for mixup in (False, True):
-        cfg = TrainConfig(
+        cfg = SFTMixTrainingArguments(
             model=model,
             profile=args.profile,
             output_dir=str(work / f"mixup_{mixup}"),
             data=[str(train_file)],
             mixup=mixup,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
+            num_train_epochs=args.epochs,
+            per_device_train_batch_size=args.batch_size,
             learning_rate=args.learning_rate,
             seed=args.seed,
             save_strategy="no",

@@ -112,9 +112,9 @@ def cmd_demo(o: C.DemoOptions) -> int:
 
 
 def _train_classes() -> list[type]:
-    from trainer_plugin.config import TrainConfig
+    from trainer_plugin.config import SFTMixTrainingArguments
 
-    return [TrainConfig]
+    return [SFTMixTrainingArguments]
 
 
 @dataclass(frozen=True)
@@ -151,15 +151,19 @@ COMMANDS: dict[str, Command] = {
 }
 
 
-def make_parser() -> tuple[argparse.ArgumentParser, dict[str, Any]]:
-    """The top-level parser and each subcommand's parser (flags built from its option dataclasses)."""
+def make_parser(command: str | None = None) -> tuple[argparse.ArgumentParser, dict[str, Any]]:
+    """The top-level parser and each subcommand's parser.
+
+    Only ``command``'s parser gets its flags (built from its option dataclasses): the others' classes are not
+    imported, so `sftmix info` never loads the trainer's ``TrainingArguments`` (and torch)."""
     parser_class = make_parser_class()
     parser = parser_class(prog="sftmix", description="Profile SFT data confidence and train with SFTMix.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=parser_class)
     subparsers = {}
     for name, cmd in COMMANDS.items():
-        subparsers[name] = sub.add_parser(name, help=cmd.help, description=cmd.help, dataclass_types=cmd.classes())
+        classes = cmd.classes() if name == command else ()
+        subparsers[name] = sub.add_parser(name, help=cmd.help, description=cmd.help, dataclass_types=classes)
     return parser, subparsers
 
 
@@ -180,8 +184,8 @@ def _close_progress_bars() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser, subparsers = make_parser()
     command = next((a for a in argv if not a.startswith("-")), None)
+    parser, subparsers = make_parser(command)
     cfgs: list[Any] = []
     try:
         if command in subparsers:

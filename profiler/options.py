@@ -160,19 +160,27 @@ def check_options(obj: Any) -> None:
         OptionError: one line naming the option, the value and what is allowed.
     """
     for f in dataclasses.fields(obj):
-        rule: Rule | None = f.metadata.get(_RULE)
+        if _RULE not in f.metadata:  # a plain field (e.g. TrainingArguments'): its own class checks it
+            continue
+        rule: Rule = f.metadata[_RULE]
         value = getattr(obj, f.name)
         if value is None:
             if _allows_none(f):
                 continue
             raise OptionError(f"{flag_name(f)} is required")
-        _check_type(f, value, typing.get_type_hints(type(obj))[f.name])
-        if rule is None:
-            continue
+        _check_type(f, value, _field_type(type(obj), f))
         values = value if isinstance(value, (list, tuple)) else [value]
         for v in values:
             if not rule.allows(v):
                 raise OptionError(f"{flag_name(f)} {v!r}: must be {rule.text()}")
+
+
+def _field_type(cls: type, f: dataclasses.Field) -> Any:
+    """A field's annotation, resolved in the module of the class that declares it (postponed annotations)."""
+    if not isinstance(f.type, str):
+        return f.type
+    owner = next(k for k in cls.__mro__ if f.name in vars(k).get("__annotations__", {}))
+    return eval(f.type, vars(sys.modules[owner.__module__]))  # noqa: S307 - the class's own annotation
 
 
 def _base_type(tp: Any) -> Any:
@@ -349,7 +357,12 @@ def build(classes: Sequence[type], ns: argparse.Namespace) -> list[Any]:
     for cls in classes:
         values = {f.name: getattr(ns, f.name) for f in dataclasses.fields(cls) if f.init and hasattr(ns, f.name)}
         values = {k: v for k, v in values.items() if v is not None or _field(cls, k).default is None}
-        out.append(cls(**values))
+        try:
+            out.append(cls(**values))
+        except OptionError:
+            raise
+        except ValueError as e:  # a plain field's own check (e.g. TrainingArguments'): one line too
+            raise OptionError(" ".join(str(e).split())) from e
     return out
 
 

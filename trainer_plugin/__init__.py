@@ -3,7 +3,7 @@
 Reads profiles only through :func:`profiler.open_table` and renders data with :mod:`profiler.data`.
 """
 
-from trainer_plugin.config import SFTMixConfig, TrainConfig
+from trainer_plugin.config import SFTMixConfig, SFTMixTrainingArguments
 from trainer_plugin.loss import SFTMixOutput, sftmix_loss
 from trainer_plugin.sampler import PairedSampler
 
@@ -13,7 +13,7 @@ __all__ = [
     "SFTMixMixin",
     "SFTMixOutput",
     "SFTMixTrainer",
-    "TrainConfig",
+    "SFTMixTrainingArguments",
     "sftmix_loss",
 ]
 

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from profiler import open_table
@@ -121,6 +122,23 @@ def load_training_set(
     return TrainingSet(rows, len(items), dropped, truncated)
 
 
+def hold_out(rows: Sequence[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """Split rows into (train, held out), stratified by split: ``round(fraction * n)`` of each split's ``n`` rows
+    (at least one), drawn with ``seed``. The draw depends only on the example ids, not on the rows' order."""
+    rng = np.random.default_rng(seed)
+    held: set[str] = set()
+    for flag in (True, False):
+        ids = sorted(r["example_id"] for r in rows if r["confident"] is flag)
+        k = max(1, round(fraction * len(ids))) if ids else 0
+        held.update(ids[i] for i in rng.permutation(len(ids))[:k])
+    return [r for r in rows if r["example_id"] not in held], [r for r in rows if r["example_id"] in held]
+
+
+def split_counts(rows: Sequence[dict]) -> dict[str, int]:
+    n = sum(bool(r["confident"]) for r in rows)
+    return {"confident": n, "unconfident": len(rows) - n}
+
+
 class PairCollator:
     """Pads a batch laid out as [confident..., unconfident...] and checks that layout."""
 
@@ -136,3 +154,15 @@ class PairCollator:
                 "(e.g. by group_by_length)?"
             )
         return pad_batch(features, self.pad_token_id)
+
+
+class EvalCollator:
+    """Pads evaluation batches (any mix of splits) and keeps each row's split as a ``confident`` tensor."""
+
+    def __init__(self, pad_token_id: int):
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        batch = pad_batch(features, self.pad_token_id)
+        batch["confident"] = torch.tensor([bool(f["confident"]) for f in features])
+        return batch

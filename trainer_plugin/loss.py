@@ -161,3 +161,30 @@ def sftmix_loss(
     else:
         mixup = hidden.new_zeros((), dtype=torch.float32)
     return SFTMixOutput(ntp + mu * mixup, ntp, mixup, n_ntp, n_mix)
+
+
+@torch.no_grad()
+def response_nll(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], *, chunk_tokens: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's summed response-token NLL (float64) and its number of response tokens, for evaluation.
+
+    The same forward and chunked LM head as :func:`sftmix_loss`, so no ``[tokens x vocab]`` tensor is held.
+    """
+    inner = _unwrap(model)
+    _, head = causal_lm_parts(inner)
+    if chunk_tokens is None:
+        lm_head = inner.get_output_embeddings()
+        chunk_tokens = auto_chunk_tokens(getattr(lm_head, "out_features", None) or inner.config.vocab_size)
+    ids, labels = batch["input_ids"], batch["labels"]
+    attn = batch.get("attention_mask", torch.ones_like(ids))
+    hidden = final_hidden_states(model, ids, attn)
+    h, targets = hidden[:, :-1], labels[:, 1:]
+    mask = targets != IGNORE
+    rows = torch.arange(ids.shape[0], device=ids.device)[:, None].expand_as(targets)[mask]
+    h_sel, t_sel = h[mask], targets[mask]
+    nll = torch.zeros(ids.shape[0], dtype=torch.float64, device=ids.device)
+    for s in range(0, h_sel.shape[0], chunk_tokens):
+        tok = F.cross_entropy(head(h_sel[s : s + chunk_tokens]).float(), t_sel[s : s + chunk_tokens], reduction="none")
+        nll.index_add_(0, rows[s : s + chunk_tokens], tok.double())
+    return nll, mask.sum(1)

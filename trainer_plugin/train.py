@@ -1,105 +1,162 @@
-"""`sftmix train`: SFTMix training of a target model from a profile, with the paper's defaults."""
+"""`sftmix train`: SFTMix training of a target model from a profile, with the paper's defaults.
+
+Everything that can be wrong with the input is checked before the model loads: the options (when they are
+parsed), the profile and the data (rendered with the target's tokenizer), the eval set's splits, and a
+checkpoint to resume from (it must come from a run of the same settings).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from profiler.errors import ModelError, SftmixError
-from profiler.hf import warmup_args
-from trainer_plugin.config import SFTMixConfig, TrainConfig
-from trainer_plugin.data import PairCollator, SplitDataset, load_training_set
-from trainer_plugin.trainer import SFTMixTrainer
+from profiler.hf import load_tokenizer
+from trainer_plugin.config import SFTMixTrainingArguments
+from trainer_plugin.data import PairCollator, SplitDataset, TrainingSet, hold_out, load_training_set, split_counts
+from trainer_plugin.trainer import SFTMixTrainer, read_state, resolve_checkpoint
 
 log = logging.getLogger(__name__)
 
+HELDOUT_FILE = "heldout_ids.json"
+CONFIG_FILE = "sftmix_train_config.json"
 
-def _load_target(cfg: TrainConfig):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if not Path(cfg.model).exists() and cfg.model.count("/") != 1:
-        raise ModelError(f"model path does not exist: {cfg.model}")
+@dataclass
+class PreparedData:
+    """The rendered training and evaluation rows, and what happened to the profile's examples."""
+
+    train: list[dict]
+    eval: list[dict]
+    source: TrainingSet
+
+
+def prepare_data(args: SFTMixTrainingArguments, tokenizer) -> PreparedData:
+    """Training rows, and the eval rows held out of them (``--eval_fraction``) or joined from ``--eval_data``."""
+    kw = dict(template=args.template, max_length=args.max_length)
+    data = load_training_set(args.profile, tokenizer, data=args.data or None, **kw)
+    rows, eval_rows = data.rows, []
+    if args.eval_fraction is not None:
+        rows, eval_rows = hold_out(rows, args.eval_fraction, args.eval_seed)
+    elif args.eval_data:
+        eval_rows = load_training_set(args.profile, tokenizer, data=args.eval_data, **kw).rows
+        held = {r["example_id"] for r in eval_rows}
+        rows = [r for r in rows if r["example_id"] not in held]
+        log.info("%d of the eval examples are also training examples: held out of training", len(data.rows) - len(rows))
+    train_counts = split_counts(rows)
+    if not all(train_counts.values()):
+        raise SftmixError(
+            f"{args.profile}: training needs examples in both splits, got {train_counts['confident']} confident "
+            f"and {train_counts['unconfident']} unconfident" + (" after holding out the eval set" if eval_rows else "")
+        )
+    if eval_rows:
+        eval_counts = split_counts(eval_rows)
+        empty = [name for name, n in eval_counts.items() if not n]
+        if empty:
+            where = f"--eval_data {' '.join(args.eval_data)}" if args.eval_data else "the eval set"
+            raise SftmixError(f"{where}: no {empty[0]} examples; per-split eval losses need both splits")
+    return PreparedData(rows, eval_rows, data)
+
+
+def check_resume(args: SFTMixTrainingArguments) -> str | None:
+    """The checkpoint to resume from, after checking it was written by a run of the same settings."""
     try:
-        tok = AutoTokenizer.from_pretrained(cfg.model)
-        model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=torch.float32)
+        checkpoint = resolve_checkpoint(args.resume_from_checkpoint, args.output_dir)
+    except FileNotFoundError as e:
+        raise SftmixError(str(e)) from e
+    if checkpoint is None:
+        return None
+    saved = read_state(checkpoint).get("settings")
+    if saved is None:
+        raise SftmixError(f"--resume_from_checkpoint {checkpoint}: not written by `sftmix train` (no settings saved)")
+    now = args.resume_settings()
+    differ = [k for k in now if k in saved and saved[k] != now[k]]
+    if differ:
+        diffs = ", ".join(f"--{k} {saved[k]!r} there, {now[k]!r} now" for k in differ)
+        raise SftmixError(f"--resume_from_checkpoint {checkpoint}: written by a run of other settings ({diffs})")
+    return checkpoint
+
+
+def load_target(args: SFTMixTrainingArguments, tokenizer):
+    """The target model, in ``--dtype`` with ``--attn_implementation``, LoRA-wrapped with ``--lora``."""
+    from transformers import AutoModelForCausalLM
+
+    kwargs = {"dtype": "auto" if args.dtype == "auto" else getattr(torch, args.dtype)}
+    if args.attn_implementation:
+        kwargs["attn_implementation"] = args.attn_implementation
+    try:
+        model = AutoModelForCausalLM.from_pretrained(args.model, **kwargs)
     except Exception as e:
-        raise ModelError(f"cannot load the target model {cfg.model}: {e}") from e
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
+        raise ModelError(f"cannot load the target model {args.model}: {e}") from e
     if model.get_output_embeddings() is None:
         raise ModelError(f"{type(model).__name__} has no accessible LM head; SFTMix mixes its inputs")
-    if cfg.lora:
+    if args.lora:
         from peft import LoraConfig, get_peft_model
 
         model = get_peft_model(
             model,
-            LoraConfig(r=cfg.lora_r, lora_alpha=2 * cfg.lora_r, target_modules="all-linear", task_type="CAUSAL_LM"),
+            LoraConfig(r=args.lora_r, lora_alpha=2 * args.lora_r, target_modules="all-linear", task_type="CAUSAL_LM"),
         )
-    return tok, model
+    return model
 
 
-def build_trainer(cfg: TrainConfig, **trainer_kwargs) -> SFTMixTrainer:
-    """Everything checked and loaded, nothing trained yet."""
-    from transformers import TrainingArguments
-
-    tok, model = _load_target(cfg)
-    data = load_training_set(cfg.profile, tok, data=cfg.data or None, template=cfg.template, max_length=cfg.max_length)
-    if not data.confident or not data.unconfident:
-        raise SftmixError(
-            f"{cfg.profile}: need examples in both splits, got {len(data.confident)} confident and "
-            f"{len(data.unconfident)} unconfident"
-        )
-    on_gpu = torch.cuda.is_available() and cfg.device != "cpu"
-    args = TrainingArguments(
-        output_dir=cfg.output_dir,
-        num_train_epochs=cfg.epochs,
-        per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum,
-        learning_rate=cfg.learning_rate,
-        weight_decay=cfg.weight_decay,
-        lr_scheduler_type=cfg.lr_scheduler,
-        optim="adamw_torch",
-        **warmup_args(TrainingArguments, cfg.warmup_ratio),
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        bf16=on_gpu and torch.cuda.is_bf16_supported(),
-        use_cpu=not on_gpu,
-        logging_steps=cfg.logging_steps,
-        save_strategy=cfg.save_strategy,
-        report_to="none",
-        remove_unused_columns=False,
-        dataloader_num_workers=0,
-    )
-    if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-    sftmix = SFTMixConfig(mixup=cfg.mixup, mu=cfg.mu, alpha=cfg.alpha)
+def build_trainer(args: SFTMixTrainingArguments, **trainer_kwargs) -> SFTMixTrainer:
+    """Everything checked and loaded, nothing trained yet (the held-out ids are already saved)."""
+    tokenizer = load_tokenizer(args.model)
+    data = prepare_data(args, tokenizer)
+    check_resume(args)
+    if data.eval and args.process_index == 0:
+        save_heldout(args, data.eval)
+    model = load_target(args, tokenizer)
     log.info(
-        "training on %d examples (%d confident, %d unconfident; %d truncated, %d dropped)",
-        len(data.rows),
-        len(data.confident),
-        len(data.unconfident),
-        data.n_truncated,
-        data.n_dropped,
+        "training on %d examples (%s; %d truncated, %d dropped), evaluating on %d",
+        len(data.train),
+        ", ".join(f"{n} {k}" for k, n in split_counts(data.train).items()),
+        data.source.n_truncated,
+        data.source.n_dropped,
+        len(data.eval),
     )
     return SFTMixTrainer(
         model=model,
         args=args,
-        train_dataset=SplitDataset(data.rows),
-        data_collator=PairCollator(tok.pad_token_id),
-        processing_class=tok,
-        sftmix=sftmix,
+        train_dataset=SplitDataset(data.train),
+        eval_dataset=SplitDataset(data.eval) if data.eval else None,
+        data_collator=PairCollator(tokenizer.pad_token_id),
+        processing_class=tokenizer,
+        sftmix=args.sftmix,
         **trainer_kwargs,
     )
 
 
-def run_train(cfg: TrainConfig) -> str:
-    """Train the target model and save it (or its adapter) to ``output_dir``."""
-    trainer = build_trainer(cfg)
-    trainer.train()
-    trainer.save_model(cfg.output_dir)
-    (Path(cfg.output_dir) / "sftmix_train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    return cfg.output_dir
+def save_heldout(args: SFTMixTrainingArguments, rows: list[dict]) -> Path:
+    """The eval set's example ids, beside the model, so a later comparison evaluates the same examples."""
+    out = Path(args.output_dir, HELDOUT_FILE)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "profile": args.profile,
+        "eval_fraction": args.eval_fraction,
+        "eval_seed": args.eval_seed if args.eval_fraction is not None else None,
+        "eval_data": args.eval_data,
+        "counts": split_counts(rows),
+        "example_ids": sorted(r["example_id"] for r in rows),
+    }
+    out.write_text(json.dumps(record, indent=1), encoding="utf-8")
+    return out
+
+
+def run_train(args: SFTMixTrainingArguments) -> str:
+    """Train the target model, save it (or its adapter) to ``output_dir``, and evaluate it on the eval set."""
+    trainer = build_trainer(args)
+    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    trainer.save_model(args.output_dir)
+    trainer.save_state()  # trainer_state.json: the log history beside the model
+    if trainer.eval_dataset is not None:
+        metrics = trainer.evaluate()
+        trainer.save_metrics("eval", metrics)
+    if args.process_index == 0:
+        Path(args.output_dir, CONFIG_FILE).write_text(args.to_json_string(), encoding="utf-8")
+    return args.output_dir

@@ -5,6 +5,15 @@ Trainer subclass: ``class MyTrainer(SFTMixMixin, SFTTrainer)``. The train datase
 are confident: the ``SplitDataset`` of :func:`trainer_plugin.data.load_training_set`, or (TRL needs a
 ``datasets.Dataset``) ``Dataset.from_list(training_set.rows)``, with ``PairCollator`` as data collator.
 
+Evaluation (an ``eval_dataset`` of the same rows, e.g. held out with :func:`trainer_plugin.data.hold_out`) logs the
+response NTP loss, token-weighted, overall and per split: ``eval_ntp_loss`` (also ``eval_loss``),
+``eval_ntp_loss_confident``, ``eval_ntp_loss_unconfident``. Per-example sums are gathered across processes
+(duplicates of the last uneven batch dropped), so 1 and N processes give the same numbers.
+
+Resume: the lam generator's state is saved in every checkpoint (``sftmix_state.json``) and restored by
+``train(resume_from_checkpoint=...)``; the paired sampler is a function of (seed, epoch), and Trainer skips the
+batches already trained, so a resumed run repeats the uninterrupted one.
+
 Gradient accumulation: both terms are divided by their token counts over the whole accumulated batch
 (and all data-parallel ranks), as Trainer does for the model's own loss, so accumulating k micro-batches
 gives the same gradient as one k-times larger batch.
@@ -12,15 +21,22 @@ gives the same gradient as one k-times larger batch.
 
 from __future__ import annotations
 
+import json
+import time
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 import torch
 from transformers import Trainer
+from transformers.trainer_utils import EvalPrediction, get_last_checkpoint
 
 from trainer_plugin.config import SFTMixConfig
-from trainer_plugin.loss import sftmix_loss
+from trainer_plugin.data import EvalCollator
+from trainer_plugin.loss import response_nll, sftmix_loss
 from trainer_plugin.sampler import PairedSampler
+
+STATE_FILE = "sftmix_state.json"
 
 
 def _count_mix_tokens(labels: torch.Tensor) -> torch.Tensor:
@@ -42,10 +58,44 @@ def _confident_flags(dataset) -> list[bool]:
     )
 
 
+def eval_ntp_metrics(pred: EvalPrediction) -> dict[str, float]:
+    """Token-weighted response NLL, overall and per split, from per-example (nll_sum, n_tokens) and split flags."""
+    sums = np.asarray(pred.predictions, dtype=np.float64).reshape(-1, 2)
+    confident = np.asarray(pred.label_ids).reshape(-1).astype(bool)
+    out = {"ntp_loss": sums[:, 0].sum() / max(sums[:, 1].sum(), 1)}
+    for name, rows in (("confident", confident), ("unconfident", ~confident)):
+        if rows.any():
+            out[f"ntp_loss_{name}"] = sums[rows, 0].sum() / max(sums[rows, 1].sum(), 1)
+    out["loss"] = out["ntp_loss"]
+    return {k: float(v) for k, v in out.items()}
+
+
+def resolve_checkpoint(resume: str | bool | None, output_dir: str) -> str | None:
+    """``--resume_from_checkpoint``: a checkpoint directory, or ``last`` / True for the newest in ``output_dir``."""
+    if resume in (None, False, ""):
+        return None
+    if resume is True or str(resume).lower() in ("last", "latest", "true"):
+        last = get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
+        if last is None:
+            raise FileNotFoundError(f"--resume_from_checkpoint {resume}: no checkpoint-N directory in {output_dir}")
+        return last
+    if not Path(resume, "trainer_state.json").is_file():
+        raise FileNotFoundError(f"--resume_from_checkpoint {resume}: not a Trainer checkpoint (no trainer_state.json)")
+    return str(resume)
+
+
+def read_state(checkpoint: str) -> dict:
+    """What :class:`SFTMixMixin` saved in a checkpoint (empty for a checkpoint of another trainer)."""
+    path = Path(checkpoint, STATE_FILE)
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
 class SFTMixMixin:
-    """Paired sampling, Beta-distributed lam, the SFTMix loss and its logging, for any Trainer subclass."""
+    """Paired sampling, Beta-distributed lam, the SFTMix loss, its logging and evaluation, for any Trainer subclass."""
 
     def __init__(self, *args, sftmix: SFTMixConfig | None = None, **kwargs):
+        if kwargs.get("compute_metrics") is None and kwargs.get("eval_dataset") is not None:
+            kwargs["compute_metrics"] = eval_ntp_metrics
         super().__init__(*args, **kwargs)
         self.sftmix = sftmix or SFTMixConfig()
         batch = self.args.per_device_train_batch_size
@@ -80,9 +130,52 @@ class SFTMixMixin:
         self._mix_items = mix
         return batches, num_items
 
+    def get_eval_dataloader(self, eval_dataset=None):
+        # Evaluation batches hold any mix of splits: pad them without the pair layout, keep each row's split.
+        collator = self.data_collator
+        self.data_collator = EvalCollator(self.processing_class.pad_token_id if self.processing_class else 0)
+        try:
+            return super().get_eval_dataloader(eval_dataset)
+        finally:
+            self.data_collator = collator
+
+    # --- evaluation -------------------------------------------------------------------------------
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """Per-example response NLL sums and token counts (as "logits") and split flags (as "labels")."""
+        inputs = self._prepare_inputs(inputs)
+        confident = inputs.pop("confident")
+        nll, n = response_nll(model, inputs, chunk_tokens=self.sftmix.chunk_tokens)
+        sums = torch.stack([nll, n.to(nll.dtype)], dim=1)
+        return None, sums, confident.to(torch.int64)
+
+    # --- resume -----------------------------------------------------------------------------------
+    def _save_rng_state(self, output_dir: str) -> None:
+        super()._save_rng_state(output_dir)
+        if self.args.process_index == 0:  # every rank draws the same lam sequence
+            state = {"lam_rng": self._lam_rng.bit_generator.state}
+            if hasattr(self.args, "resume_settings"):
+                state["settings"] = self.args.resume_settings()
+            Path(output_dir, STATE_FILE).write_text(json.dumps(state, indent=1), encoding="utf-8")
+
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        checkpoint = resolve_checkpoint(resume_from_checkpoint, self.args.output_dir)
+        if checkpoint is not None:
+            lam_state = read_state(checkpoint).get("lam_rng")
+            if lam_state is not None:
+                self._lam_rng.bit_generator.state = lam_state
+        return super().train(checkpoint, *args, **kwargs)
+
     # --- loss -------------------------------------------------------------------------------------
+    def training_step(self, *args, **kwargs):
+        start = time.perf_counter()
+        loss = super().training_step(*args, **kwargs)
+        self._stats["step_seconds"] += time.perf_counter() - start
+        return loss
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         k = inputs["input_ids"].shape[0] // 2
+        attn = inputs.get("attention_mask")
+        self._batch_tokens = int(attn.sum()) if attn is not None else inputs["input_ids"].numel()
         batch_c = {key: v[:k] for key, v in inputs.items()}
         batch_u = {key: v[k:] for key, v in inputs.items()}
         lam = float(self._lam_rng.beta(self.sftmix.alpha, self.sftmix.alpha))
@@ -112,6 +205,7 @@ class SFTMixMixin:
         s["mix_tokens"] += out.n_mixup_tokens
         s["lam_sum"] += lam
         s["steps"] += 1
+        s["input_tokens"] += self._batch_tokens
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         s = self._stats
@@ -121,6 +215,8 @@ class SFTMixMixin:
             if self.sftmix.mixup:
                 logs["mixup_loss"] = round(s["mix_sum"] / max(s["mix_tokens"], 1), 4)
             logs["lam"] = round(s["lam_sum"] / s["steps"], 4)
+            # Tokens (prompt and response, no padding) this process trained on per second of training steps.
+            logs["tokens_per_second_per_device"] = round(s["input_tokens"] / max(s["step_seconds"], 1e-9), 1)
             s.clear()
         super().log(logs, *args, **kwargs)
 

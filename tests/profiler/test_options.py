@@ -22,10 +22,22 @@ from ..conftest import write_jsonl
 SFTMIX = [sys.executable, "-m", "profiler"]
 
 
+def _ours(cls) -> set[str]:
+    """The fields sftmix declares (``transformers.TrainingArguments``' own fields are checked by that class)."""
+    return {
+        n
+        for k in cls.__mro__
+        if k.__module__.split(".")[0] != "transformers"
+        for n in vars(k).get("__annotations__", {})
+    }
+
+
 def _numeric(cls) -> list[dataclasses.Field]:
     hints = typing.get_type_hints(cls)
     out = []
     for f in dataclasses.fields(cls):
+        if f.name not in _ours(cls):
+            continue
         base = [a for a in typing.get_args(hints[f.name]) if a is not type(None)] or [hints[f.name]]
         if base[0] in (int, float):
             out.append(f)
@@ -144,7 +156,7 @@ def test_config_file_flags_override_and_rules_apply(tmp_path, tiny_llama, alpaca
     # A flag overrides the file; the file's other values stay.
     from profiler.options import build
 
-    parser = __import__("profiler.cli", fromlist=["make_parser"]).make_parser()[1]["score"]
+    parser = __import__("profiler.cli", fromlist=["make_parser"]).make_parser("score")[1]["score"]
     parser.apply_config(str(good))
     ns = parser.parse_args(["--n-bins", "7", "--data", "other.jsonl"])
     (cfg,) = build([C.ScoreConfig], ns)
@@ -155,7 +167,7 @@ def test_flag_spellings(tmp_path):
     """Dashes or underscores, repeated or space-separated lists, --no-x for every boolean."""
     from profiler.options import build
 
-    parser = __import__("profiler.cli", fromlist=["make_parser"]).make_parser()[1]["profile"]
+    parser = __import__("profiler.cli", fromlist=["make_parser"]).make_parser("profile")[1]["profile"]
     ns = parser.parse_args(
         ["--model", "m", "--out", "o", "--data", "a", "b", "--data", "c", "--max_length", "9", "--no-embed", "--lora"]
         + ["--field", "output=answer", "--gradient-checkpointing", "--no-truncate", "--checkpoints-from", "ck"]

@@ -12,7 +12,7 @@ from profiler.config import ScoreConfig
 from profiler.errors import ModelError
 from profiler.pipeline import run_score
 from tests.conftest import write_jsonl
-from trainer_plugin import TrainConfig
+from trainer_plugin import SFTMixTrainingArguments
 from trainer_plugin.data import ProfileMismatch
 from trainer_plugin.train import build_trainer
 
@@ -37,9 +37,15 @@ def profile(tiny_llama, tmp_path_factory):
 
 def config(model, profile, out, **kw):
     base = dict(
-        epochs=2, batch_size=4, learning_rate=1e-3, warmup_ratio=0.0, logging_steps=1, save_strategy="no", device="cpu"
+        num_train_epochs=2,
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        warmup_steps=0.0,
+        logging_steps=1,
+        save_strategy="no",
+        use_cpu=True,
     )
-    return TrainConfig(model=str(model), profile=str(profile), output_dir=str(out), **{**base, **kw})
+    return SFTMixTrainingArguments(model=str(model), profile=str(profile), output_dir=str(out), **{**base, **kw})
 
 
 def test_training_lowers_loss_and_changes_parameters(tiny_llama, profile, tmp_path):
@@ -55,7 +61,7 @@ def test_training_lowers_loss_and_changes_parameters(tiny_llama, profile, tmp_pa
 
 def test_weak_to_strong_target_with_another_tokenizer(tiny_plain_llama, profile, tmp_path):
     # The profile was made with a ChatML tokenizer; this target has a different vocabulary and no template.
-    trainer = build_trainer(config(tiny_plain_llama, profile[0], tmp_path / "w2s", epochs=1))
+    trainer = build_trainer(config(tiny_plain_llama, profile[0], tmp_path / "w2s", num_train_epochs=1))
     row = trainer.train_dataset.rows[0]
     assert max(row["input_ids"]) < trainer.model.config.vocab_size
     trainer.train()
@@ -72,7 +78,14 @@ def _first_step_grads(tiny_llama, profile, tmp_path, batch_size, grad_accum, nam
             grads.update({n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None})
 
     trainer = build_trainer(
-        config(tiny_llama, profile[0], tmp_path / name, batch_size=batch_size, grad_accum=grad_accum, epochs=1),
+        config(
+            tiny_llama,
+            profile[0],
+            tmp_path / name,
+            per_device_train_batch_size=batch_size,
+            gradient_accumulation_steps=grad_accum,
+            num_train_epochs=1,
+        ),
         callbacks=[Grab()],
     )
     trainer.args.max_steps = 1
@@ -97,9 +110,9 @@ def test_gradient_accumulation_matches_one_big_batch(tiny_llama, profile, tmp_pa
 
 def test_bad_input_stops_before_training(tiny_llama, profile, tmp_path, chat_file):
     with pytest.raises(ValueError, match="even"):
-        config(tiny_llama, profile[0], tmp_path, batch_size=3)
+        config(tiny_llama, profile[0], tmp_path, per_device_train_batch_size=3)
     with pytest.raises(ValueError, match="even"):
-        config(tiny_llama, profile[0], tmp_path, batch_size=0)
+        config(tiny_llama, profile[0], tmp_path, per_device_train_batch_size=0)
     with pytest.raises(ValueError, match=r"--mu -0.1: must be >= 0"):
         config(tiny_llama, profile[0], tmp_path, mu=-0.1)
     with pytest.raises(ValueError, match=r"--alpha 0: must be > 0"):
@@ -118,15 +131,17 @@ def test_bad_input_stops_before_training(tiny_llama, profile, tmp_path, chat_fil
 
 def test_warmup_ratio_is_a_fraction_of_the_steps(tiny_llama, profile, tmp_path):
     # 16 examples, batch 4, 2 epochs: 8 steps; a 0.25 warm-up is 2 steps of rising learning rate.
-    trainer = build_trainer(config(tiny_llama, profile[0], tmp_path / "w", warmup_ratio=0.25, lr_scheduler="linear"))
+    trainer = build_trainer(
+        config(tiny_llama, profile[0], tmp_path / "w", warmup_steps=0.25, lr_scheduler_type="linear")
+    )
     assert trainer.args.get_warmup_steps(8) == 2
     trainer.train()
     lrs = [h["learning_rate"] for h in trainer.state.log_history if "learning_rate" in h]
     # The rate each step used: 0, half, the peak after two warm-up steps, then the linear decay.
     assert lrs[:3] == pytest.approx([0.0, 5e-4, 1e-3])
     assert lrs[3] < lrs[2]
-    with pytest.raises(ValueError, match=r"--warmup-ratio 1.0: must be in \[0, 1\)"):
-        config(tiny_llama, profile[0], tmp_path, warmup_ratio=1.0)
+    with pytest.raises(ValueError, match=r"--warmup-steps -1: must be >= 0"):
+        config(tiny_llama, profile[0], tmp_path, warmup_steps=-1)
 
 
 def test_user_data_joined_by_content(tiny_llama, profile, tmp_path):
@@ -143,18 +158,17 @@ def test_cli_train_with_and_without_mixup(tiny_llama, profile, tmp_path, capsys)
                 str(tiny_llama),
                 "--profile",
                 str(profile[0]),
-                "--output-dir",
+                "--output_dir",
                 str(tmp_path / name),
-                "--epochs",
+                "--num_train_epochs",
                 "1",
-                "--batch-size",
+                "--per_device_train_batch_size",
                 "4",
-                "--learning-rate",
+                "--learning_rate",
                 "1e-3",
-                "--save-strategy",
+                "--save_strategy",
                 "no",
-                "--device",
-                "cpu",
+                "--use_cpu",
                 flag,
             ]
         )
@@ -169,15 +183,15 @@ def test_cli_train_with_and_without_mixup(tiny_llama, profile, tmp_path, capsys)
                 str(tiny_llama),
                 "--profile",
                 str(profile[0]),
-                "--output-dir",
+                "--output_dir",
                 str(tmp_path / "x"),
-                "--batch-size",
+                "--per_device_train_batch_size",
                 "5",
             ]
         )
         == 2
     )
-    assert "--batch-size 5: must be an even integer" in capsys.readouterr().err
+    assert "--per-device-train-batch-size 5: must be an even integer" in capsys.readouterr().err
 
 
 def test_mixin_with_trl_sfttrainer(tiny_llama, profile, tmp_path):
