@@ -43,6 +43,12 @@ def _train_args(model, profile_path, out) -> list[str]:
         "1",
         "--warmup_steps",
         "0",
+        # 4 held-out examples in batches of 3 per process: the second process's last batch repeats examples, which
+        # must not count twice.
+        "--eval_fraction",
+        "0.25",
+        "--per_device_eval_batch_size",
+        "3",
     ]
 
 
@@ -54,6 +60,7 @@ def _run(cmd: list[str], out) -> dict:
     state = json.loads(next(out.glob("checkpoint-*/trainer_state.json")).read_text())
     assert state["global_step"] == 2
     assert any("mixup_loss" in h for h in state["log_history"])
+    state["eval"] = json.loads((out / "eval_results.json").read_text())
     return state
 
 
@@ -67,6 +74,7 @@ def _assert_same_run(out, state: dict, ddp_out, ddp_state: dict) -> None:
     assert len(logs) == len(ddp_logs)
     for got, want in zip(logs, ddp_logs):
         assert {k: got[k] for k in keys} == pytest.approx({k: want[k] for k in keys}, rel=1e-4)
+    assert state["eval"]["eval_ntp_loss"] == pytest.approx(ddp_state["eval"]["eval_ntp_loss"], rel=1e-5)
     got, want = load_file(out / "model.safetensors"), load_file(ddp_out / "model.safetensors")
     assert set(got) == set(want)
     for name in want:
@@ -98,6 +106,22 @@ def test_torchrun_two_processes(ddp_run):
     _, state = ddp_run
     logs = [h for h in state["log_history"] if "loss" in h]
     assert len(logs) == 2 and all(h["mixup_loss"] > 0 for h in logs)
+
+
+@pytest.mark.slow
+def test_two_processes_evaluate_as_one(ddp_run, profile, tmp_path):  # noqa: F811
+    """The eval losses logged by the 2-process run equal one process's evaluation of the same weights."""
+    from tests.trainer_plugin.test_train import config
+    from trainer_plugin.train import build_trainer
+
+    out, state = ddp_run
+    trainer = build_trainer(config(out, profile[0], tmp_path / "one", eval_fraction=0.25))
+    one = trainer.evaluate()
+    for key in ("eval_ntp_loss", "eval_ntp_loss_confident", "eval_ntp_loss_unconfident"):
+        assert state["eval"][key] == pytest.approx(one[key], rel=1e-6), key
+    assert json.loads((out / "heldout_ids.json").read_text())["example_ids"] == sorted(
+        r["example_id"] for r in trainer.eval_dataset.rows
+    )
 
 
 FSDP_CONFIG = """\

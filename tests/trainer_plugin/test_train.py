@@ -200,14 +200,14 @@ def test_mixin_with_trl_sfttrainer(tiny_llama, profile, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from trainer_plugin import SFTMixMixin
-    from trainer_plugin.data import PairCollator, load_training_set
+    from trainer_plugin.data import PairCollator, hold_out, load_training_set
 
     class SFTMixSFTTrainer(SFTMixMixin, trl.SFTTrainer):
         pass
 
     tok = AutoTokenizer.from_pretrained(tiny_llama)
     model = AutoModelForCausalLM.from_pretrained(tiny_llama)
-    rows = load_training_set(profile[0], tok).rows
+    rows, held = hold_out(load_training_set(profile[0], tok).rows, 0.25, seed=0)
     args = trl.SFTConfig(
         output_dir=str(tmp_path / "trl"),
         per_device_train_batch_size=4,
@@ -223,9 +223,12 @@ def test_mixin_with_trl_sfttrainer(tiny_llama, profile, tmp_path):
         model=model,
         args=args,
         train_dataset=datasets.Dataset.from_list(rows),
+        eval_dataset=datasets.Dataset.from_list(held),
         data_collator=PairCollator(tok.pad_token_id),
         processing_class=tok,
     )
     trainer.train()
     logs = [h for h in trainer.state.log_history if "mixup_loss" in h]
-    assert len(logs) == 4 and all(h["ntp_loss"] > 0 for h in logs)
+    assert len(logs) == 3 and all(h["ntp_loss"] > 0 for h in logs)
+    metrics = trainer.evaluate()
+    assert metrics["eval_ntp_loss_confident"] > 0 and metrics["eval_ntp_loss_unconfident"] > 0
