@@ -1,0 +1,494 @@
+"""Does SFTMix help? A rerunnable study: seeds, held-out NLL per epoch and split, and the paper's ablations.
+
+Drives the product's own API: ``profiler.pipeline.run_profile`` (what `sftmix profile` runs) profiles the
+packaged FAQ + dialog data with the packaged SmolLM2-135M-Instruct as reference (C >= 3 checkpoints), and
+``trainer_plugin.train.build_trainer`` (what `sftmix train` runs) trains the target, with a stratified, seeded
+held-out fifth (``eval_fraction=0.2``, fixed ``eval_seed``: the same examples for every arm and seed).
+
+Arms, identical but for the regularizer (same seeds, so ``ntp``, ``sftmix`` and ``mixup_equal`` train on the
+same paired batches in the same order: the PairedSampler is a function of seed and epoch):
+
+* ``ntp``                  next-token loss only (``mixup=False``)
+* ``sftmix``               NTP + 0.2 * Mixup, alpha 0.5 (the paper's setting)
+* ``mixup_equal``          NTP + 1.0 * Mixup (the paper's ablation)
+* ``sftmix_random_split``  SFTMix on a random split of the same sizes: the training rows' ``confident`` flags
+                           are a seeded permutation of the real ones (the held-out set keeps the real splits)
+
+Held-out response NLL (token-weighted) is measured before training and after every epoch, overall and per
+split. The learning rate is chosen once, before any Mixup arm runs, by a sweep on ``ntp`` alone (lowest final
+held-out NLL; ``--sweep-lr``), or fixed with ``--lr``. After training, the training set is re-scored with each
+trained target (``profiler.scoring.TorchScorer``) and the standard deviation of per-example confidence
+(minus perplexity) is reported (the paper's second claim: about 7% lower with SFTMix).
+
+Cost. The CPU defaults are LoRA (r 16), ``--max-length 256``, 800 examples (400 FAQ + 400 dialogs), 3 seeds,
+3 epochs, batch 8, and the sweep's best ``ntp`` run reused as ``ntp``'s first seed (14 training runs). They do
+NOT yet fit the 60-minute budget on the 2-core CI machine: one full fine-tuning step of SmolLM2-135M at batch
+8 x 256 takes about 18 s there (benchmarks/README.md, ``bench_trainer.py``), so 640 training examples x 3 epochs
+is roughly 70 min per run before LoRA's saving. An hour on 2 cores holds on the order of 1,500-4,000 example
+passes (LoRA, ``--max-length 128``), i.e. about ``--n-examples 120 --max-length 128 --lora`` with 14 runs; pass
+those (and say so beside the results) for a 60-minute CPU run, or use a GPU. ``--device cuda`` switches the
+defaults to the full setting: all the packaged data, 5 seeds, full fine-tuning, ``--max-length 1024``.
+
+    python benchmarks/study_ntp_vs_sftmix.py                              # CPU default, writes results/
+    python benchmarks/study_ntp_vs_sftmix.py --device cuda                # full setting
+    python benchmarks/study_ntp_vs_sftmix.py --profile run.duckdb --model path/to/target --lr 3e-5
+
+Outputs ``benchmarks/results/ntp_vs_sftmix.json`` (``--out``): ``setup`` (every setting, versions, machine),
+``runs`` (arm, seed, epoch, split, heldout_nll), ``confidence_std`` (arm, seed, value); the figure
+``ntp_vs_sftmix.png`` beside it; and a table of the final held-out NLL on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+ARMS = {
+    "ntp": dict(mixup=False, mu=0.2, alpha=0.5, random_split=False),
+    "sftmix": dict(mixup=True, mu=0.2, alpha=0.5, random_split=False),
+    "mixup_equal": dict(mixup=True, mu=1.0, alpha=0.5, random_split=False),
+    "sftmix_random_split": dict(mixup=True, mu=0.2, alpha=0.5, random_split=True),
+}
+SPLITS = {"all": "eval_ntp_loss", "confident": "eval_ntp_loss_confident", "unconfident": "eval_ntp_loss_unconfident"}
+EVAL_SEED = 0
+DEFAULT_OUT = ROOT / "benchmarks" / "results" / "ntp_vs_sftmix.json"
+
+log = logging.getLogger("study")
+
+
+# --- settings -------------------------------------------------------------------------------------------------------
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda switches to the full setting)")
+    p.add_argument("--profile", help="an existing confidence table (skips profiling)")
+    p.add_argument("--model", help="target model (default: the packaged SmolLM2-135M-Instruct)")
+    p.add_argument("--reference", help="reference model for profiling (default: the packaged SmolLM2-135M-Instruct)")
+    p.add_argument("--n-examples", default=None, help="examples to profile, half FAQ half dialogs, or 'all'")
+    p.add_argument("--n-checkpoints", type=int, default=3, help="reference checkpoints C (>= 3)")
+    p.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated subset of {', '.join(ARMS)}")
+    p.add_argument("--seeds", type=int, default=None, help="seeds per arm (default 3 on CPU, 5 on cuda)")
+    p.add_argument("--epochs", type=float, default=3.0)
+    p.add_argument("--batch-size", type=int, default=8, help="examples per step (half confident, half not)")
+    p.add_argument("--lr", type=float, default=None, help="fixed learning rate (skips the sweep)")
+    p.add_argument(
+        "--sweep-lr", default=None, help="learning rates tried on ntp (default 1e-5,3e-5,1e-4; x10 with LoRA)"
+    )
+    p.add_argument("--lora", action=argparse.BooleanOptionalAction, default=None, help="default: on CPU, off on cuda")
+    p.add_argument("--lora-r", type=int, default=16)
+    p.add_argument("--max-length", type=int, default=None, help="default 256 on CPU, 1024 on cuda")
+    p.add_argument("--eval-fraction", type=float, default=0.2)
+    p.add_argument("--out", default=str(DEFAULT_OUT), help="the JSON to write (the figure goes beside it)")
+    p.add_argument("--workdir", help="where the profile and training runs go (default: a temporary directory)")
+    p.add_argument("--debug-pairs", action="store_true", help="store every run's pairs (example ids) in the JSON")
+    p.add_argument("--no-figure", action="store_true")
+    args = p.parse_args(argv)
+    if args.device == "auto":
+        import torch
+
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    full = args.device.startswith("cuda")
+    args.n_examples = args.n_examples or ("all" if full else "800")
+    args.seeds = args.seeds or (5 if full else 3)
+    args.lora = (not full) if args.lora is None else args.lora
+    args.max_length = args.max_length or (1024 if full else 256)
+    if args.sweep_lr is None:
+        args.sweep_lr = "1e-4,3e-4,1e-3" if args.lora else "1e-5,3e-5,1e-4"
+    args.arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    unknown = [a for a in args.arms if a not in ARMS]
+    if unknown or "ntp" not in args.arms:
+        p.error(f"--arms: unknown {unknown}" if unknown else "--arms must include ntp (the baseline)")
+    if args.n_checkpoints < 3 and not args.profile:
+        p.error("--n-checkpoints must be >= 3")
+    return args
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version()}
+    for name in ("torch", "transformers", "peft", "accelerate", "duckdb", "numpy", "sftmix"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def machine(device: str) -> dict:
+    cpu = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    out = {"cpu": cpu or platform.processor(), "cpu_count": os.cpu_count(), "platform": platform.platform()}
+    if device.startswith("cuda"):
+        import torch
+
+        out["gpu"] = torch.cuda.get_device_name(0)
+    return out
+
+
+def digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj).encode()).hexdigest()[:16]
+
+
+# --- profile --------------------------------------------------------------------------------------------------------
+def make_profile(args, work: Path) -> str:
+    """`sftmix profile` on the packaged data, as the demo does (profiler/demo.py)."""
+    from profiler.assets import smollm2_checkpoint, write_demo_data
+    from profiler.config import FinetuneConfig, ScoreConfig
+    from profiler.pipeline import run_profile
+
+    reference = args.reference or str(smollm2_checkpoint())
+    if args.n_examples == "all":
+        n_faq = n_chat = 10**9
+    else:
+        n = int(args.n_examples)
+        n_faq, n_chat = n // 2, n - n // 2
+    specs = write_demo_data(work / "data", n_faq, n_chat, seed=0)
+    score = ScoreConfig(
+        model=reference,
+        data=specs,
+        out=str(work / "profile.duckdb"),
+        device=args.device,
+        max_length=args.max_length,
+        truncate=True,
+        on_error="skip",
+        embed=False,
+        progress=False,
+    )
+    ft = FinetuneConfig(n_checkpoints=args.n_checkpoints, lora=args.lora, seed=0, keep_checkpoints="none")
+    return run_profile(score, ft)
+
+
+# --- one training run -----------------------------------------------------------------------------------------------
+class PairRecorder:
+    """Wraps the PairCollator: records the example ids of every training batch as (confident, unconfident) pairs."""
+
+    def __init__(self, collator):
+        self.collator, self.batches = collator, []
+
+    def __call__(self, features):
+        k = len(features) // 2
+        self.batches.append([[a["example_id"], b["example_id"]] for a, b in zip(features[:k], features[k:])])
+        return self.collator(features)
+
+
+def training_args(args, arm: str, seed: int, lr: float, out_dir: Path):
+    from trainer_plugin import SFTMixTrainingArguments
+
+    spec = ARMS[arm]
+    return SFTMixTrainingArguments(
+        model=args.model_path,
+        profile=args.profile_path,
+        output_dir=str(out_dir),
+        mixup=spec["mixup"],
+        mu=spec["mu"],
+        alpha=spec["alpha"],
+        lora=args.lora,
+        lora_r=args.lora_r,
+        max_length=args.max_length,
+        num_train_epochs=args.epochs,
+        per_device_train_batch_size=args.batch_size,
+        learning_rate=lr,
+        seed=seed,
+        eval_fraction=args.eval_fraction,
+        eval_seed=EVAL_SEED,
+        eval_strategy="epoch",
+        save_strategy="no",
+        logging_steps=10,
+        report_to="none",
+        use_cpu=args.device == "cpu",
+        disable_tqdm=True,
+    )
+
+
+def randomize_split(trainer, seed: int) -> dict:
+    """Give the trainer training rows whose flags are a seeded permutation of the real ones (same sizes)."""
+    from trainer_plugin.data import SplitDataset
+
+    rows = trainer.train_dataset.rows
+    flags = np.array([bool(r["confident"]) for r in rows])
+    perm = np.random.default_rng([seed, 1234]).permutation(flags)
+    trainer.train_dataset = SplitDataset([{**r, "confident": bool(f)} for r, f in zip(rows, perm)])
+    return {"n_confident": int(perm.sum()), "n_flipped": int((perm != flags).sum())}
+
+
+def confidence_std(trainer, rows) -> float:
+    """Std over the training examples of confidence (minus perplexity) under the trained target."""
+    import torch
+
+    from profiler.scoring import ScoreItem, TorchScorer
+
+    model = trainer.model
+    model.eval()
+    items = [ScoreItem(r["example_id"], r["input_ids"], [lab != -100 for lab in r["labels"]]) for r in rows]
+    pad = trainer.processing_class.pad_token_id or 0
+    with torch.inference_mode():
+        scores = [s for b in TorchScorer(model, pad_token_id=pad).score(items, progress=False) for s in b]
+    conf = np.array([-s.perplexity for s in scores if s.n_tokens])
+    return float(conf.std())
+
+
+def train_run(args, arm: str, seed: int, lr: float, work: Path) -> dict:
+    import torch
+
+    from trainer_plugin.train import build_trainer
+
+    out_dir = work / "runs" / f"{arm}-seed{seed}-lr{lr:g}"
+    t0 = time.perf_counter()
+    trainer = build_trainer(training_args(args, arm, seed, lr, out_dir))
+    real_rows = list(trainer.train_dataset.rows)
+    extra = randomize_split(trainer, seed) if ARMS[arm]["random_split"] else {}
+    recorder = PairRecorder(trainer.data_collator)
+    trainer.data_collator = recorder
+    heldout = sorted(r["example_id"] for r in trainer.eval_dataset.rows)
+    evals = [(0, trainer.evaluate())]
+    torch.manual_seed(seed)
+    trainer.train()
+    evals += [(round(h["epoch"]), h) for h in trainer.state.log_history if "eval_ntp_loss" in h]
+    n_batches = trainer._get_train_sampler().n_batches
+    batches = recorder.batches
+    epochs = [sum(batches[i : i + n_batches], []) for i in range(0, len(batches), n_batches)]
+    runs = [
+        {"arm": arm, "seed": seed, "epoch": epoch, "split": split, "heldout_nll": float(m[key])}
+        for epoch, m in evals
+        for split, key in SPLITS.items()
+    ]
+    std = confidence_std(trainer, real_rows)
+    del trainer
+    shutil.rmtree(out_dir, ignore_errors=True)
+    seconds = time.perf_counter() - t0
+    log.info("%s seed %d lr %g: final held-out NLL %.4f (%.0fs)", arm, seed, lr, evals[-1][1]["eval_ntp_loss"], seconds)
+    return {
+        "runs": runs,
+        "confidence_std": std,
+        "heldout_ids": heldout,
+        "n_train": len(real_rows),
+        "pairs": epochs,
+        "pairs_digest": [digest(e) for e in epochs],
+        "seconds": round(seconds, 1),
+        **extra,
+    }
+
+
+# --- the study ------------------------------------------------------------------------------------------------------
+def final_nll(result: dict, split: str = "all") -> float:
+    last = max(r["epoch"] for r in result["runs"])
+    return next(r["heldout_nll"] for r in result["runs"] if r["epoch"] == last and r["split"] == split)
+
+
+def summary(runs: list[dict], arms: list[str], seeds: list[int]) -> list[dict]:
+    """Final held-out NLL per arm and split: mean and std over seeds, and the paired difference against ntp."""
+    last = max(r["epoch"] for r in runs)
+    final = {(r["arm"], r["seed"], r["split"]): r["heldout_nll"] for r in runs if r["epoch"] == last}
+    rows = []
+    for split in SPLITS:
+        for arm in arms:
+            v = np.array([final[(arm, s, split)] for s in seeds])
+            d = v - np.array([final[("ntp", s, split)] for s in seeds])
+            sd = lambda x: float(x.std(ddof=1)) if len(x) > 1 else float("nan")  # noqa: E731
+            rows.append(
+                {
+                    "split": split,
+                    "arm": arm,
+                    "mean": float(v.mean()),
+                    "std": sd(v),
+                    "diff_mean": float(d.mean()),
+                    "diff_std": sd(d),
+                    "n_seeds": len(seeds),
+                }
+            )
+    return rows
+
+
+def print_table(rows: list[dict], stds: list[dict]) -> None:
+    print("\nfinal held-out response NLL (nats/token): mean ± std over seeds; paired difference vs ntp")
+    print(f"{'split':12s} {'arm':22s} {'NLL':>17s} {'minus ntp':>19s}")
+    for r in rows:
+        diff = "" if r["arm"] == "ntp" else f"{r['diff_mean']:+.4f} ± {r['diff_std']:.4f}"
+        print(f"{r['split']:12s} {r['arm']:22s} {r['mean']:8.4f} ± {r['std']:.4f} {diff:>19s}")
+    print("\nstd of per-example confidence (minus perplexity) on the training set, mean over seeds")
+    for arm in dict.fromkeys(s["arm"] for s in stds):
+        v = [s["value"] for s in stds if s["arm"] == arm]
+        print(f"  {arm:22s} {np.mean(v):10.4f}  (seeds: {', '.join(f'{x:.4f}' for x in v)})")
+
+
+def plot(runs: list[dict], arms: list[str], path: Path) -> str | None:
+    """Held-out NLL per epoch per arm, mean and min-max over seeds, one panel per split."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        plt = None
+    series = {}
+    for split in SPLITS:
+        for arm in arms:
+            epochs = sorted({r["epoch"] for r in runs if r["arm"] == arm})
+            vals = [
+                [r["heldout_nll"] for r in runs if (r["arm"], r["split"], r["epoch"]) == (arm, split, e)]
+                for e in epochs
+            ]
+            series[(split, arm)] = (epochs, [np.mean(v) for v in vals], [min(v) for v in vals], [max(v) for v in vals])
+    if plt is not None:
+        fig, axes = plt.subplots(1, len(SPLITS), figsize=(5 * len(SPLITS), 4), sharex=True)
+        for ax, split in zip(axes, SPLITS):
+            for arm in arms:
+                e, m, lo, hi = series[(split, arm)]
+                ax.plot(e, m, marker="o", label=arm)
+                ax.fill_between(e, lo, hi, alpha=0.2)
+            ax.set_title(f"held-out NLL ({split})")
+            ax.set_xlabel("epoch")
+        axes[0].set_ylabel("response NLL (nats/token)")
+        axes[0].legend()
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        return str(path)
+    try:
+        import plotly.graph_objects as go
+        from plotly.subplots import make_subplots
+    except ImportError:
+        print("no figure: neither matplotlib nor plotly is installed")
+        return None
+    fig = make_subplots(rows=1, cols=len(SPLITS), subplot_titles=[f"held-out NLL ({s})" for s in SPLITS])
+    for c, split in enumerate(SPLITS, 1):
+        for arm in arms:
+            e, m, lo, hi = series[(split, arm)]
+            err = dict(type="data", symmetric=False, array=np.subtract(hi, m), arrayminus=np.subtract(m, lo))
+            fig.add_trace(go.Scatter(x=e, y=m, error_y=err, name=arm, legendgroup=arm, showlegend=c == 1), row=1, col=c)
+    try:
+        fig.write_image(str(path), width=1500, height=450)
+        return str(path)
+    except Exception as e:  # no kaleido / no browser for the static export
+        html = path.with_suffix(".html")
+        fig.write_html(str(html), include_plotlyjs="cdn")
+        print(f"no PNG figure ({type(e).__name__}: {str(e).splitlines()[0][:120]}); wrote {html} instead")
+        return str(html)
+
+
+def main(argv=None) -> dict:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    for noisy in ("transformers", "trainer_plugin", "profiler"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    args = parse_args(argv)
+    t0 = time.perf_counter()
+    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="sftmix_study_"))
+    work.mkdir(parents=True, exist_ok=True)
+    if args.profile:
+        args.profile_path = str(args.profile)
+    else:
+        log.info("profiling %s examples with C=%d checkpoints in %s", args.n_examples, args.n_checkpoints, work)
+        args.profile_path = make_profile(args, work)
+    profile_seconds = time.perf_counter() - t0
+    if args.model:
+        args.model_path = str(args.model)
+    else:
+        from profiler.assets import smollm2_checkpoint
+
+        args.model_path = str(smollm2_checkpoint())
+    seeds = list(range(args.seeds))
+    cache: dict[tuple, dict] = {}
+
+    # 1. The learning rate, chosen on ntp alone before any Mixup arm runs.
+    sweep = []
+    if args.lr is not None:
+        lr = args.lr
+    else:
+        for cand in [float(x) for x in args.sweep_lr.split(",")]:
+            res = cache[("ntp", seeds[0], cand)] = train_run(args, "ntp", seeds[0], cand, work)
+            sweep.append({"lr": cand, "seed": seeds[0], "final_heldout_nll": final_nll(res)})
+        lr = min(sweep, key=lambda s: s["final_heldout_nll"])["lr"]
+        log.info("learning rate %g chosen by the ntp sweep %s", lr, sweep)
+
+    # 2. Every arm and seed at that rate (the sweep's run at the chosen rate is ntp's first seed).
+    results = {}
+    for seed in seeds:
+        for arm in args.arms:
+            results[(arm, seed)] = cache.get((arm, seed, lr)) or train_run(args, arm, seed, lr, work)
+
+    runs = [r for res in results.values() for r in res["runs"]]
+    stds = [{"arm": arm, "seed": seed, "value": res["confidence_std"]} for (arm, seed), res in results.items()]
+    first = results[("ntp", seeds[0])]
+    setup = {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+        "device": args.device,
+        "machine": machine(args.device),
+        "versions": versions(),
+        "profile": args.profile_path,
+        "profiled_here": not args.profile,
+        "reference": args.reference or ("packaged SmolLM2-135M-Instruct" if not args.profile else None),
+        "n_examples": args.n_examples,
+        "n_checkpoints": args.n_checkpoints if not args.profile else None,
+        "model": args.model_path,
+        "arms": {a: ARMS[a] for a in args.arms},
+        "seeds": seeds,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lora": args.lora,
+        "lora_r": args.lora_r if args.lora else None,
+        "max_length": args.max_length,
+        "optimizer": "AdamW, weight decay 0.1, cosine, warm-up 0.1 (sftmix train defaults)",
+        "learning_rate": lr,
+        "lr_rule": "fixed by --lr" if args.lr is not None else "lowest final held-out NLL of ntp (first seed)",
+        "lr_sweep": sweep,
+        "eval_fraction": args.eval_fraction,
+        "eval_seed": EVAL_SEED,
+        "n_train": first["n_train"],
+        "n_heldout": len(first["heldout_ids"]),
+        "heldout_example_ids": first["heldout_ids"],
+        "heldout_digest": {f"{a}/{s}": digest(r["heldout_ids"]) for (a, s), r in results.items()},
+        "pairs_digest": {f"{a}/{s}": r["pairs_digest"] for (a, s), r in results.items()},
+        "random_split": {
+            f"{a}/{s}": {"n_confident": r["n_confident"], "n_flipped": r["n_flipped"]}
+            for (a, s), r in results.items()
+            if "n_flipped" in r
+        },
+        "confidence": "minus perplexity of each training example under the trained target; std with ddof=0",
+        "run_seconds": {f"{a}/{s}": r["seconds"] for (a, s), r in results.items()},
+        "profile_seconds": round(profile_seconds, 1),
+        "total_seconds": round(time.perf_counter() - t0, 1),
+    }
+    if args.debug_pairs:
+        setup["pairs"] = {f"{a}/{s}": r["pairs"] for (a, s), r in results.items()}
+    out = {"setup": setup, "runs": runs, "confidence_std": stds}
+    table = summary(runs, args.arms, seeds)
+    out["summary"] = table
+    path = Path(args.out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1), encoding="utf-8")
+    print_table(table, stds)
+    if not args.no_figure:
+        fig = plot(runs, args.arms, path.with_suffix(".png"))
+        if fig:
+            print(f"figure: {fig}")
+    print(f"results: {path} ({setup['total_seconds']:.0f}s in all)")
+    if not args.workdir and args.profile:
+        shutil.rmtree(work, ignore_errors=True)
+    elif not args.profile:
+        print(f"profile kept for reruns (--profile): {args.profile_path}")
+    return out
+
+
+if __name__ == "__main__":
+    main()

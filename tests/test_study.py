@@ -1,0 +1,69 @@
+"""benchmarks/study_ntp_vs_sftmix.py runs end to end on a tiny model and a tiny profile, and its arms differ only
+where they should: the same held-out ids everywhere, the same pairs in the same order for ntp and the Mixup arms
+that keep the real split, other pairs for the random split."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+from tests.trainer_plugin.test_train import profile  # noqa: F401  (the module-scoped tiny profile fixture)
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "study_ntp_vs_sftmix.py"
+
+
+def _study():
+    spec = importlib.util.spec_from_file_location("study_ntp_vs_sftmix", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_study_smoke(tiny_llama, profile, tmp_path):  # noqa: F811
+    study = _study()
+    out = tmp_path / "res.json"
+    argv = [
+        "--profile", str(profile[0]), "--model", str(tiny_llama), "--device", "cpu",
+        "--seeds", "2", "--epochs", "1", "--batch-size", "4", "--no-lora", "--max-length", "128",
+        "--sweep-lr", "1e-4,1e-3", "--out", str(out), "--workdir", str(tmp_path / "work"), "--no-figure",
+    ]  # fmt: skip
+    study.main(argv)
+    res = json.loads(out.read_text())
+    assert set(res) >= {"setup", "runs", "confidence_std"}
+    setup, arms, seeds = res["setup"], list(study.ARMS), [0, 1]
+    assert setup["seeds"] == seeds and setup["learning_rate"] in (1e-4, 1e-3)
+    assert [s["lr"] for s in setup["lr_sweep"]] == [1e-4, 1e-3]
+    assert setup["machine"]["cpu"] and setup["versions"]["torch"]
+
+    # Every arm, seed, epoch (0 = before training, 1) and split; finite numbers.
+    keys = {(r["arm"], r["seed"], r["epoch"], r["split"]) for r in res["runs"]}
+    assert keys == {
+        (a, s, e, sp) for a in arms for s in seeds for e in (0, 1) for sp in ("all", "confident", "unconfident")
+    }
+    assert len(res["runs"]) == len(keys)
+    assert all(math.isfinite(r["heldout_nll"]) for r in res["runs"])
+    assert {(c["arm"], c["seed"]) for c in res["confidence_std"]} == {(a, s) for a in arms for s in seeds}
+    assert all(math.isfinite(c["value"]) and c["value"] >= 0 for c in res["confidence_std"])
+
+    # The same held-out examples (4 of 16, stratified) for every arm and seed, and the same untrained model's NLL.
+    assert setup["n_heldout"] == 4 and setup["n_train"] == 12
+    assert len(set(setup["heldout_digest"].values())) == 1
+    before = {r["heldout_nll"] for r in res["runs"] if r["epoch"] == 0 and r["split"] == "all"}
+    assert max(before) - min(before) < 1e-6
+
+    # ntp and the Mixup arms on the real split saw the same pairs in the same order; the random split did not.
+    pairs = setup["pairs_digest"]
+    for s in seeds:
+        assert pairs[f"ntp/{s}"] == pairs[f"sftmix/{s}"] == pairs[f"mixup_equal/{s}"]
+        assert pairs[f"sftmix_random_split/{s}"] != pairs[f"ntp/{s}"]
+        assert setup["random_split"][f"sftmix_random_split/{s}"]["n_confident"] == 6
+    assert pairs["ntp/0"] != pairs["ntp/1"]
+
+    # The Mixup term changes training: sftmix ends elsewhere than ntp.
+    final = {(r["arm"], r["seed"]): r["heldout_nll"] for r in res["runs"] if r["epoch"] == 1 and r["split"] == "all"}
+    assert final[("sftmix", 0)] != final[("ntp", 0)]
+    assert {(row["arm"], row["split"]) for row in res["summary"]} == {
+        (a, sp) for a in arms for sp in ("all", "confident", "unconfident")
+    }
