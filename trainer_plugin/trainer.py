@@ -94,7 +94,7 @@ class SFTMixMixin:
     """Paired sampling, Beta-distributed lam, the SFTMix loss, its logging and evaluation, for any Trainer subclass."""
 
     def __init__(self, *args, sftmix: SFTMixConfig | None = None, **kwargs):
-        if kwargs.get("compute_metrics") is None and kwargs.get("eval_dataset") is not None:
+        if kwargs.get("compute_metrics") is None:  # also for evaluate(eval_dataset=...) on a set given later
             kwargs["compute_metrics"] = eval_ntp_metrics
         super().__init__(*args, **kwargs)
         self.sftmix = sftmix or SFTMixConfig()
