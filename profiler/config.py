@@ -24,6 +24,7 @@ TEMPLATES = ("auto", "chat", "alpaca")
 RECORD_FORMATS = ("auto", "alpaca", "prompt_completion", "chat", "sharegpt")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 PROJECTIONS = ("auto", "umap", "pca", "none")
+TOKEN_SCORES = ("last", "all", "none")
 _SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
 
 
@@ -80,6 +81,17 @@ class ScoreConfig:
     max_batch_size: int | None = option(None, "cap on rows per scoring batch", ge=1)
     n_bins: int = option(10, "quantile bins of confidence", ge=1)
     embed: bool = option(True, "store each example's mean-pooled final hidden state at the last checkpoint (same pass)")
+    token_scores: str = option(
+        "last",
+        "store each response token's NLL (and the tokens' text) at the last checkpoint, at all, or none",
+        choices=TOKEN_SCORES,
+    )
+    ifd: bool = option(
+        True, "compute IFD = PPL(response | prompt) / PPL(response alone) at the last checkpoint (or --ifd-model)"
+    )
+    ifd_model: str | None = option(
+        None, "compute IFD with this model or adapter (e.g. the base model) instead of the last checkpoint"
+    )
     projection: str = option(
         "auto", "2-D map of the embeddings: auto (UMAP if installed, else PCA), umap, pca or none", choices=PROJECTIONS
     )
@@ -109,7 +121,12 @@ class ScoreConfig:
         self.fields = as_mapping(self.fields, "field")
         self.out = str(self.out) if self.out is not None else None
         self.model = str(self.model) if self.model is not None else None
+        self.ifd_model = str(self.ifd_model) if self.ifd_model is not None else None
         check_options(self)
+        if self.ifd_model is not None and not self.ifd_model.strip():
+            raise OptionError(f"--ifd-model {self.ifd_model!r}: must be a model directory or hub name")
+        if self.ifd_model is not None and not self.ifd:
+            raise OptionError(f"--ifd-model {self.ifd_model!r}: IFD is turned off (--no-ifd); drop one of them")
         if not self.data:
             raise OptionError("--data: at least one data source is needed")
         if self.ray and (self.backend == "vllm" or self.workers != 1):

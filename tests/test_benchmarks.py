@@ -62,3 +62,17 @@ def test_bench_profile_stages(chat_tokenizer_dir, tmp_path):
         assert stage in out
     assert "16 synthetic examples" in out
     assert not (tmp_path / "checkpoints").exists()  # the script cleans up its checkpoints
+
+
+@pytest.mark.slow
+def test_bench_token_scores(chat_tokenizer_dir):
+    import re
+
+    out = _run(
+        "bench_token_scores.py",
+        *("--shape", "tiny", "--synthetic", "--tokenizer", str(chat_tokenizer_dir)),
+        *("--n", "8", "--n-checkpoints", "2", "--repeat", "1"),
+    )
+    rows = dict(re.findall(r"^(none|last \+ IFD|last|all) .*\((\d+) token rows\)", out, re.MULTILINE))
+    assert rows == {"none": "0", "last": "8", "all": "16", "last + IFD": "8"}  # rows per example and checkpoint
+    assert "token scores (last) vs none:" in out and "8 synthetic examples; 2 checkpoints" in out

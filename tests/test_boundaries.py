@@ -24,7 +24,17 @@ PENDING_IMPORTS: dict[str, str] = {}
 # Modules with SQL over the schema outside profiler/table/, and what replaces it.
 PENDING_SQL: dict[str, str] = {}
 
-SCHEMA_TABLES = ("meta", "examples", "checkpoints", "scores", "confidence", "embeddings")
+SCHEMA_TABLES = (
+    "meta",
+    "examples",
+    "checkpoints",
+    "scores",
+    "confidence",
+    "embeddings",
+    "token_scores",
+    "example_tokens",
+    "ifd",
+)
 SQL_OVER_SCHEMA = re.compile(rf"\b(FROM|INTO|UPDATE|JOIN)\s+({'|'.join(SCHEMA_TABLES)})\b", re.IGNORECASE)
 
 

@@ -17,7 +17,7 @@ from profiler.checkpoints import check_compatible, discover_checkpoints
 from profiler.config import FinetuneConfig, ScoreConfig, parse_shard
 from profiler.errors import SftmixError, TableError
 from profiler.pipeline.prepare import Prepared, open_run, prepare_data
-from profiler.pipeline.score import score_checkpoints
+from profiler.pipeline.score import ifd_model_info, score_checkpoints
 from profiler.pipeline.shards import part_path
 from profiler.pipeline.stages import Stage, done_stages, run_stages
 from profiler.table.writer import CheckpointInfo, TableWriter, check_output_table
@@ -123,7 +123,10 @@ DATA = Stage("data", lambda s: "loading and rendering data", _data)
 FINETUNE = Stage("finetune", _finetune_text, _finetune)
 SCORE = Stage(
     "score",
-    lambda s: f"scoring {len(s.prepared.ok_items())} examples at {len(s.checkpoints)} checkpoints",
+    lambda s: (
+        f"scoring {len(s.prepared.ok_items())} examples at {len(s.checkpoints)} checkpoints"
+        + (" and their IFD" if s.cfg.ifd else "")
+    ),
     _score,
 )
 CONFIDENCE = Stage("confidence", lambda s: "confidence and the median split", _confidence)
@@ -192,6 +195,8 @@ def run_profile(
             "(or --workers N) on its checkpoints"
         )
     check_output_table(score_cfg.out)
+    if score_cfg.ifd_model:
+        ifd_model_info(score_cfg.ifd_model)  # a missing --ifd-model stops the run now, not after fine-tuning
     state = RunState(
         score_cfg, ft_cfg, checkpoints_from=checkpoints_from, fail_after_checkpoints=fail_after_checkpoints
     )
@@ -216,6 +221,8 @@ def run_score(cfg: ScoreConfig, *, stop_after_batches: int | None = None) -> str
     shard = parse_shard(cfg.shard)
     out = str(part_path(cfg.out, *shard)) if shard else cfg.out
     check_output_table(out)
+    if cfg.ifd_model:
+        ifd_model_info(cfg.ifd_model)  # a missing --ifd-model stops the run before any scoring
     state = RunState(replace(cfg, out=out), stop_after_batches=stop_after_batches)
     if not shard:
         _execute([DATA, SCORE, CONFIDENCE, EMBED], state)

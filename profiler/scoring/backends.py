@@ -2,8 +2,8 @@
 
     backend = make_backend(settings, checkpoints)
     with backend.open_checkpoint(info, embed=False) as scorer:
-        for batch in scorer.score(items, desc="checkpoint 1/3"):
-            ...  # a list of ExampleScore
+        for batch in scorer.score(items, desc="checkpoint 1/3", tokens=True):
+            ...  # a list of ExampleScore (with per-token NLLs)
     backend.close()
 
 ``torch`` (always there) loads each checkpoint with transformers (adapter checkpoints in turn on one loaded base
@@ -44,8 +44,9 @@ class CheckpointScorer:
     """One opened checkpoint: ``score(items, desc)`` yields lists of :class:`ExampleScore`.
 
     Args:
-        fn: the backend's scoring call, taking the items and ``desc``, ``progress`` and ``embed`` keywords.
-        progress, embed: fixed for the checkpoint.
+        fn: the backend's scoring call, taking the items and ``desc``, ``progress``, ``embed`` and ``tokens``
+            keywords.
+        progress, embed: the checkpoint's defaults.
     """
 
     def __init__(self, fn: Callable[..., Iterator[list[ExampleScore]]], *, progress: bool = True, embed: bool = False):
@@ -53,10 +54,18 @@ class CheckpointScorer:
         self.progress = progress
         self.embed = embed
 
-    def score(self, items: Sequence[ScoreItem], desc: str = "scoring") -> Iterator[list[ExampleScore]]:
+    def score(
+        self, items: Sequence[ScoreItem], desc: str = "scoring", *, embed: bool | None = None, tokens: bool = False
+    ) -> Iterator[list[ExampleScore]]:
+        """Scores of ``items``; ``embed`` (default: the checkpoint's) adds embeddings, ``tokens`` per-token NLLs.
+
+        A checkpoint opened to embed can score other items without embeddings (``embed=False``) on the same
+        loaded model: the IFD pass does.
+        """
         if self._fn is None:
             raise RuntimeError("this checkpoint was closed")
-        return self._fn(items, progress=self.progress, desc=desc, embed=self.embed)
+        embed = self.embed if embed is None else embed
+        return self._fn(items, progress=self.progress, desc=desc, embed=embed, tokens=tokens)
 
     def release(self) -> None:
         self._fn = None  # drops the model the closure holds
@@ -201,7 +210,7 @@ class RayBackend:
 
         s = self.s
         scorer = CheckpointScorer(
-            lambda items, *, embed, **_: ray_batches(
+            lambda items, *, embed, tokens, **_: ray_batches(
                 s.ray,
                 info,
                 items,
@@ -210,6 +219,7 @@ class RayBackend:
                 max_tokens=s.max_tokens,
                 pad_token_id=s.pad_token_id,
                 embed=embed,
+                tokens=tokens,
             ),
             embed=embed,
         )

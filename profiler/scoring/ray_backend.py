@@ -23,7 +23,17 @@ RAY_HINT = "the Ray path needs Ray Data: pip install 'ray[data]'"
 class _ScorerActor:
     """Loads one checkpoint once per actor and scores batches of examples with :class:`TorchScorer`."""
 
-    def __init__(self, path: str, kind: str, base: str, dtype: str, max_tokens: int | None, pad: int, embed: bool):
+    def __init__(
+        self,
+        path: str,
+        kind: str,
+        base: str,
+        dtype: str,
+        max_tokens: int | None,
+        pad: int,
+        embed: bool,
+        tokens: bool = False,
+    ):
         import torch
 
         from profiler.hf import apply_adapter, load_causal_lm, resolve_device, resolve_dtype
@@ -39,13 +49,14 @@ class _ScorerActor:
             torch.set_num_threads(max(1, int(os.environ.get("SFTMIX_RAY_THREADS", "1"))))
         self.scorer = TorchScorer(model, max_tokens=max_tokens, pad_token_id=pad)
         self.embed = embed
+        self.tokens = tokens
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         items = [
             ScoreItem(str(i), [int(t) for t in ids], [bool(m) for m in mask])
             for i, ids, mask in zip(batch["example_id"], batch["input_ids"], batch["response_mask"])
         ]
-        scores = [s for b in self.scorer.score(items, progress=False, embed=self.embed) for s in b]
+        scores = [s for b in self.scorer.score(items, progress=False, embed=self.embed, tokens=self.tokens) for s in b]
         out: dict[str, Any] = {
             "example_id": np.array([s.example_id for s in scores], dtype=object),
             "nll_sum": np.array([s.nll_sum for s in scores], dtype=np.float64),
@@ -53,7 +64,16 @@ class _ScorerActor:
         }
         if self.embed:
             out["embedding"] = np.stack([s.embedding for s in scores])
+        if self.tokens:  # ragged: one float32 vector per example
+            out["token_nll"] = _object_array([s.token_nll for s in scores])
         return out
+
+
+def _object_array(vectors: list) -> np.ndarray:
+    """A 1-D object array of vectors of different lengths (``np.array`` would try to stack equal ones)."""
+    out = np.empty(len(vectors), dtype=object)
+    out[:] = vectors
+    return out
 
 
 def init_ray(address: str) -> Any:
@@ -81,9 +101,11 @@ def ray_batches(
     max_tokens: int | None,
     pad_token_id: int,
     embed: bool,
+    tokens: bool = False,
     batch_size: int = 256,
 ) -> Iterator[list[ExampleScore]]:
-    """Scores of ``todo`` at checkpoint ``info``, computed by Ray actors, yielded in batches as they arrive."""
+    """Scores of ``todo`` at checkpoint ``info``, computed by Ray actors, yielded in batches as they arrive
+    (with embeddings when ``embed``, per-token NLLs when ``tokens``)."""
     ray = init_ray(address)
     resources = ray.cluster_resources()
     n_gpus = int(resources.get("GPU", 0))
@@ -104,6 +126,7 @@ def ray_batches(
             "max_tokens": max_tokens,
             "pad": pad_token_id,
             "embed": embed,
+            "tokens": tokens,
         },
         batch_size=batch_size,
         batch_format="numpy",
@@ -111,8 +134,14 @@ def ray_batches(
         num_gpus=1 if n_gpus else 0,
     )
     for batch in scored.iter_batches(batch_size=batch_size, batch_format="numpy"):
-        vectors = batch.get("embedding")
+        vectors, per_token = batch.get("embedding"), batch.get("token_nll")
         yield [
-            ExampleScore(str(i), float(s), int(n), None if vectors is None else np.asarray(vectors[k], np.float32))
+            ExampleScore(
+                str(i),
+                float(s),
+                int(n),
+                None if vectors is None else np.asarray(vectors[k], np.float32),
+                None if per_token is None else np.asarray(per_token[k], np.float32),
+            )
             for k, (i, s, n) in enumerate(zip(batch["example_id"], batch["nll_sum"], batch["n_tokens"]))
         ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -136,10 +137,11 @@ class TorchScorer:
         return ids.to(self.device), attn.to(self.device), resp.to(self.device)
 
     @torch.inference_mode()
-    def score_batch(self, items: Sequence[ScoreItem], embed: bool = False) -> list[ExampleScore]:
+    def score_batch(self, items: Sequence[ScoreItem], embed: bool = False, tokens: bool = False) -> list[ExampleScore]:
         """Response NLL sums of one batch, independent of what else is in the batch.
 
-        With ``embed``, each score also carries the example's mean-pooled final hidden state (same forward pass).
+        With ``embed``, each score also carries the example's mean-pooled final hidden state (same forward pass);
+        with ``tokens``, the per-token NLLs its sum adds up (``token_nll``, float32, in position order).
         """
         if not embed:
             items = [needed_tokens(it) for it in items]
@@ -155,19 +157,29 @@ class TorchScorer:
         rows = torch.arange(len(items), device=self.device)[:, None].expand_as(predict)[predict]
         nll = response_nll(self.head, h, targets, self.chunk_tokens)
         sums = torch.zeros(len(items), dtype=torch.float64, device=self.device).index_add_(0, rows, nll.double())
-        counts = predict.sum(dim=1)
+        counts = predict.sum(dim=1).tolist()
         vectors = [None] * len(items)
         if embed:
             vectors = list(self._mean_pool(hidden, prefix_hidden, attn, prefix).cpu().numpy())
+        per_token = [None] * len(items)
+        if tokens:  # the selected positions are row-major: each row's NLLs are one contiguous run, in order
+            per_token = np.split(nll.cpu().numpy(), np.cumsum(counts)[:-1])
         return [
-            ExampleScore(it.example_id, float(s), int(c), v)
-            for it, s, c, v in zip(items, sums.tolist(), counts.tolist(), vectors)
+            ExampleScore(it.example_id, float(s), int(c), v, t)
+            for it, s, c, v, t in zip(items, sums.tolist(), counts, vectors, per_token)
         ]
 
     def score(
-        self, items: Sequence[ScoreItem], *, progress: bool = True, desc: str = "scoring", embed: bool = False
+        self,
+        items: Sequence[ScoreItem],
+        *,
+        progress: bool = True,
+        desc: str = "scoring",
+        embed: bool = False,
+        tokens: bool = False,
     ) -> Iterator[list[ExampleScore]]:
-        """Yield scores batch by batch, longest examples first (with embeddings when ``embed``)."""
+        """Yield scores batch by batch, longest examples first (with embeddings when ``embed``, per-token NLLs
+        when ``tokens``)."""
         if not embed:
             items = [needed_tokens(it) for it in items]
         lengths = [len(it.input_ids) for it in items]
@@ -175,5 +187,5 @@ class TorchScorer:
         with tqdm(total=sum(lengths), unit="tok", desc=desc, disable=not progress, unit_scale=True) as bar:
             for batch in batches:
                 chunk = [items[i] for i in batch]
-                yield self.score_batch(chunk, embed)
+                yield self.score_batch(chunk, embed, tokens)
                 bar.update(sum(lengths[i] for i in batch))

@@ -2,8 +2,9 @@
 
 Each example goes in as a ``TokensPrompt``; ``prompt_logprobs=0`` returns the log-prob of each actual prompt
 token (and nothing else), and the response positions are summed into the same ``nll_sum``/``n_tokens`` as the
-torch backend. LoRA checkpoints are served as adapters (``LoRARequest``) on one engine. vLLM returns no hidden
-states with prompt log-probs, so embeddings (``embed=True``) are the torch backend's job.
+torch backend (with ``tokens``, each position's NLL is kept too). LoRA checkpoints are served as adapters
+(``LoRARequest``) on one engine. vLLM returns no hidden states with prompt log-probs, so embeddings
+(``embed=True``) are the torch backend's job.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
+
+import numpy as np
 
 from profiler.errors import SftmixError
 from profiler.scoring.base import ExampleScore, ScoreItem
@@ -111,10 +114,15 @@ class VllmScorer:
         progress: bool = True,
         desc: str = "scoring",
         embed: bool = False,
+        tokens: bool = False,
         adapter: str | None = None,
         chunk: int = 4096,
     ) -> Iterator[list[ExampleScore]]:
-        """Yield scores in chunks of ``chunk`` examples (vLLM batches and schedules within each)."""
+        """Yield scores in chunks of ``chunk`` examples (vLLM batches and schedules within each).
+
+        With ``tokens``, each score carries its response tokens' NLLs (``token_nll``): the same float32 log-probs
+        its ``nll_sum`` adds up.
+        """
         if embed:
             raise SftmixError("the vLLM backend cannot return hidden states; embed with the torch backend")
         from vllm.inputs import TokensPrompt
@@ -128,7 +136,8 @@ class VllmScorer:
             for it, out in zip(part, outs):
                 lps = self._token_logprobs(out.prompt_logprobs, list(it.input_ids))
                 picked = [lps[t] for t in range(1, len(lps)) if it.response_mask[t]]
-                scores.append(ExampleScore(it.example_id, -float(sum(picked)), len(picked)))
+                per_token = np.negative(np.asarray(picked, dtype=np.float32)) if tokens else None
+                scores.append(ExampleScore(it.example_id, -float(sum(picked)), len(picked), token_nll=per_token))
             yield scores
 
     def close(self) -> None:

@@ -12,7 +12,7 @@ import polars as pl
 
 from profiler.errors import TableError
 from profiler.table.db import connect, fetch_frame, file_kind, stored_schema_version, table_names
-from profiler.table.schema import check_version, has_region_column, view_ddl
+from profiler.table.schema import check_version, has_region_column, missing_tables, view_ddl
 
 EXPORT_SPLITS = ("confident", "unconfident", "all")
 
@@ -47,7 +47,8 @@ class ConfidenceTable:
             self.meta: dict[str, Any] = {k: json.loads(v) for k, v in rows}
             check_version(self.meta.get("schema_version"), str(self.path))
             self._has_region = has_region_column(self.con)  # an older file: the views compute the region
-            self.con.execute(view_ddl(self._has_region))
+            self._missing = missing_tables(self.con)  # a file before 1.1: empty stand-ins for its new tables
+            self.con.execute(self._view_ddl())
         except BaseException:
             self.con.close()
             raise
@@ -55,8 +56,11 @@ class ConfidenceTable:
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A new read-only cursor with the read views: one per thread (a DuckDB connection is not thread-safe)."""
         cur = self.con.cursor()
-        cur.execute(view_ddl(self._has_region))  # temporary views belong to one connection
+        cur.execute(self._view_ddl())  # temporary views belong to one connection
         return cur
+
+    def _view_ddl(self) -> str:
+        return view_ddl(self._has_region, self._missing)
 
     def frame(self, query: str, params: list | None = None) -> pl.DataFrame:
         """Run a read-only query and return a polars frame."""
@@ -82,6 +86,17 @@ class ConfidenceTable:
     def embeddings(self) -> pl.DataFrame:
         return self.frame("SELECT * FROM embeddings ORDER BY example_id")
 
+    @cached_property
+    def ifd(self) -> pl.DataFrame:
+        """One row per example with an IFD (empty in files written before 1.1)."""
+        return self.frame("SELECT * FROM ifd ORDER BY example_id")
+
+    def token_scores(self, example_id: str | None = None) -> pl.DataFrame:
+        """``token_view`` rows (``example_id``, ``checkpoint_id``, ``step``, ``fraction``, ``nll``, ``tokens``) of
+        one example, or of all; empty where no token scores were stored."""
+        where, params = ("WHERE example_id = ? ", [example_id]) if example_id is not None else ("", [])
+        return self.frame(f"SELECT * FROM token_view {where}ORDER BY example_id, checkpoint_id", params)
+
     def split_examples(self) -> pl.DataFrame:
         """The examples that have a split, in input order: ``example_id``, ``messages`` and ``record`` (JSON text),
         ``split`` (``confident`` or ``unconfident``). Empty until the confidence stage has run."""
@@ -99,23 +114,23 @@ class ConfidenceTable:
         )
 
     def export_rows(self, split: str = "all") -> list[tuple]:
-        """Rows ``(record JSON, example_id, source, confidence, mean_nll, variability, split, quantile_bin)`` of
-        the scored examples of ``split`` (``all``: both halves), most confident first.
+        """Rows ``(record JSON, example_id, source, confidence, mean_nll, variability, split, quantile_bin, ifd)``
+        of the scored examples of ``split`` (``all``: both halves), most confident first (``ifd`` None where the
+        example has none).
 
         :func:`profiler.table.records.rows_to_records` turns them into the exported records.
         """
         if split not in EXPORT_SPLITS:
             raise ValueError(f"split must be one of {EXPORT_SPLITS}, got {split!r}")
         q = (
-            "SELECT e.record, e.example_id, e.source, c.confidence, c.mean_nll, c.variability, c.split, c.quantile_bin "
-            "FROM confidence c JOIN examples e USING (example_id) "
-            + ("" if split == "all" else "WHERE c.split = ? ")
-            + "ORDER BY c.rank"
+            "SELECT e.record, e.example_id, e.source, c.confidence, c.mean_nll, c.variability, c.split, "
+            "c.quantile_bin, f.ifd FROM confidence c JOIN examples e USING (example_id) "
+            "LEFT JOIN ifd f USING (example_id) " + ("" if split == "all" else "WHERE c.split = ? ") + "ORDER BY c.rank"
         )
         return self.con.execute(q, [] if split == "all" else [split]).fetchall()
 
     def summary(self) -> dict[str, Any]:
-        """Counts by status, source and split, checkpoints and confidence range."""
+        """Counts by status, source and split, checkpoints, token score rows, confidence range and IFD."""
         q = self.con.execute
         out: dict[str, Any] = {
             "path": str(self.path),
@@ -131,9 +146,12 @@ class ConfidenceTable:
             "scores": q("SELECT count(*) FROM scores").fetchone()[0],
             "stage_seconds": self.meta.get("stage_seconds"),
             "splits": dict(q("SELECT split, count(*) FROM confidence GROUP BY 1 ORDER BY 1").fetchall()),
+            "token_scores": q("SELECT count(*) FROM token_scores").fetchone()[0],
         }
         lo, med, hi = q("SELECT min(confidence), median(confidence), max(confidence) FROM confidence").fetchone()
         out["confidence"] = {"min": lo, "median": med, "max": hi}
+        n_ifd, ifd_median = q("SELECT count(*), median(ifd) FROM ifd").fetchone()
+        out["ifd"] = {"examples": n_ifd, "median": ifd_median}
         return out
 
     def close(self) -> None:

@@ -10,7 +10,8 @@ from collections.abc import Iterable
 
 import polars as pl
 
-CONF_COLUMNS = ("example_id", "source", "confidence", "mean_nll", "variability", "split", "quantile_bin")
+# ``ifd`` last: rows that stop before it (an older query's) leave it out of the record.
+CONF_COLUMNS = ("example_id", "source", "confidence", "mean_nll", "variability", "split", "quantile_bin", "ifd")
 
 
 def rows_to_records(rows: Iterable[tuple]) -> list[dict]:

@@ -1,15 +1,22 @@
 """The table schema (see DESIGN.md) and its read views. Bump the major version for changes a reader cannot ignore.
 
-``confidence.region`` (the cartography region, issue 15) is an additive change within 1.0: files written before
-it lack the column, so readers check for the column, not the version. The read views then compute it on read
-(:data:`REGION_SQL`), and a writer that opens such a file adds and fills it.
+Readers accept any 1.x file and look at what the file holds, never at its minor version:
+
+- 1.0 added ``confidence.region`` (the cartography region, issue 15) without a version change: files written
+  before it lack the column, and the read views compute it on read (:data:`REGION_SQL`); a writer that opens
+  such a file adds and fills it.
+- 1.1 (issue 15) adds three tables: ``token_scores`` (each scored response token's NLL, per example and
+  checkpoint), ``example_tokens`` (the decoded text of those tokens, once per example) and ``ifd`` (the
+  instruction-following difficulty, per example). Files written before them lack the tables: the reader puts
+  empty stand-ins of the same columns in their place (:data:`STAND_INS`), so ``example_view.ifd`` is NULL and
+  ``token_view`` is empty. A writer that opens such a file creates the tables (empty) and records 1.1.
 """
 
 from __future__ import annotations
 
 from profiler.errors import TableError
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 
 DDL = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -64,9 +71,45 @@ CREATE TABLE IF NOT EXISTS embeddings (
     umap_x DOUBLE,
     umap_y DOUBLE
 );
+CREATE TABLE IF NOT EXISTS token_scores (
+    example_id VARCHAR NOT NULL,
+    checkpoint_id INTEGER NOT NULL,
+    nll FLOAT[] NOT NULL,             -- each scored response token's NLL, in position order; sums to scores.nll_sum
+    PRIMARY KEY (example_id, checkpoint_id)
+);
+CREATE TABLE IF NOT EXISTS example_tokens (
+    example_id VARCHAR PRIMARY KEY,
+    tokens VARCHAR[] NOT NULL         -- the decoded text of the same tokens, same length and order as nll
+);
+CREATE TABLE IF NOT EXISTS ifd (
+    example_id VARCHAR PRIMARY KEY,
+    checkpoint_id INTEGER,            -- the checkpoint it was computed at; NULL for another model (--ifd-model)
+    model VARCHAR NOT NULL,           -- that checkpoint's or model's path
+    nll_sum_alone DOUBLE NOT NULL,    -- NLL of the response tokens scored without the prompt
+    n_tokens INTEGER NOT NULL,        -- tokens in nll_sum_alone
+    ifd DOUBLE NOT NULL               -- PPL(response | prompt) / PPL(response alone)
+);
 """
 
-TABLES = ("meta", "examples", "checkpoints", "scores", "confidence", "embeddings")
+TABLES = (
+    "meta",
+    "examples",
+    "checkpoints",
+    "scores",
+    "confidence",
+    "embeddings",
+    "token_scores",
+    "example_tokens",
+    "ifd",
+)
+
+# Empty relations with the columns of the tables 1.1 added, read in their place from files written before them.
+STAND_INS = {
+    "token_scores": "SELECT NULL::VARCHAR AS example_id, NULL::INTEGER AS checkpoint_id, NULL::FLOAT[] AS nll",
+    "example_tokens": "SELECT NULL::VARCHAR AS example_id, NULL::VARCHAR[] AS tokens",
+    "ifd": "SELECT NULL::VARCHAR AS example_id, NULL::INTEGER AS checkpoint_id, NULL::VARCHAR AS model, "
+    "NULL::DOUBLE AS nll_sum_alone, NULL::INTEGER AS n_tokens, NULL::DOUBLE AS ifd",
+}
 
 # The cartography region of each row of ``confidence``, from its stored columns: the same rule, and the same
 # floats, as :func:`profiler.confidence.compute_confidence` (ambiguous: the n // 3 rows of highest relative
@@ -85,16 +128,17 @@ REGION_SQL = """
 VIEWS = {
     # The confidence rows with their region (stored, or computed on read for older files: see view_ddl).
     "confidence_view": "SELECT * FROM confidence",
-    # One row per example: the example, its confidence columns (split 'unscored' where it has none) and its map
-    # coordinates (never the vectors).
+    # One row per example: the example, its confidence columns (split 'unscored' where it has none), its map
+    # coordinates (never the vectors) and its IFD (NULL where it has none).
     "example_view": """
         SELECT e.example_id, e.row_index, e.source, e.source_file, e.file_row, e.status, e.status_detail, e.prompt,
                e.response, e.messages, e.record, e.n_prompt_tokens, e.n_response_tokens, e.truncated,
                c.confidence, c.mean_nll, c.variability, coalesce(c.split, 'unscored') AS split, c.quantile_bin,
-               c.rank, c.region, m.umap_x, m.umap_y
+               c.rank, c.region, m.umap_x, m.umap_y, f.ifd
         FROM examples e
         LEFT JOIN confidence_view c USING (example_id)
         LEFT JOIN (SELECT example_id, umap_x, umap_y FROM embeddings) m USING (example_id)
+        LEFT JOIN (SELECT example_id, ifd FROM ifd) f USING (example_id)
     """,
     # One row per (example, checkpoint) score, with the checkpoint's position and the example's split and bin
     # (NULL where the example has no confidence yet).
@@ -105,18 +149,30 @@ VIEWS = {
         JOIN checkpoints k USING (checkpoint_id)
         LEFT JOIN confidence_view c USING (example_id)
     """,
+    # One row per (example, checkpoint) with token scores: each scored response token's NLL (``nll``) and its
+    # decoded text (``tokens``, the same length and order), with the checkpoint's position.
+    "token_view": """
+        SELECT t.example_id, t.checkpoint_id, k.step, k.fraction, t.nll, x.tokens
+        FROM token_scores t
+        JOIN checkpoints k USING (checkpoint_id)
+        LEFT JOIN example_tokens x USING (example_id)
+    """,
     "checkpoint_view": "SELECT checkpoint_id, step, fraction, path, kind FROM checkpoints",
     "meta_view": "SELECT key, value FROM meta",
 }
 
 
-def view_ddl(has_region: bool = True) -> str:
+def view_ddl(has_region: bool = True, missing: tuple[str, ...] = ()) -> str:
     """The statements creating :data:`VIEWS` as TEMP views (on one connection or cursor).
 
-    ``has_region``: whether the file's ``confidence`` table has the ``region`` column; if not, the views
-    compute it with :data:`REGION_SQL`.
+    Args:
+        has_region: whether the file's ``confidence`` table has the ``region`` column; if not, the views compute
+            it with :data:`REGION_SQL`.
+        missing: tables of :data:`STAND_INS` the file lacks (:func:`missing_tables`): an empty TEMP view of the
+            same name and columns stands in for each, so the views (and queries of the table) read as empty.
     """
-    views = dict(VIEWS)
+    views = {name: f"{STAND_INS[name]} WHERE false" for name in missing}
+    views.update(VIEWS)
     if not has_region:
         views["confidence_view"] = f"SELECT *, {REGION_SQL.strip()} AS region FROM confidence"
     return ";\n".join(f"CREATE OR REPLACE TEMP VIEW {name} AS {sql.strip()}" for name, sql in views.items()) + ";"
@@ -130,6 +186,24 @@ def has_region_column(con) -> bool:
             "AND table_schema = 'main' AND table_name = 'confidence' AND column_name = 'region'"
         ).fetchone()[0]
     )
+
+
+def missing_tables(con) -> tuple[str, ...]:
+    """The tables of :data:`STAND_INS` that ``con``'s file lacks (all three in files written before 1.1)."""
+    rows = con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_catalog = current_database() "
+        "AND table_schema = 'main'"
+    ).fetchall()
+    present = {r[0] for r in rows}
+    return tuple(name for name in STAND_INS if name not in present)
+
+
+def is_older_minor(found: str) -> bool:
+    """Whether a stored 1.x version is older than :data:`SCHEMA_VERSION` (a writer then records its own)."""
+    try:
+        return int(str(found).split(".")[1]) < int(SCHEMA_VERSION.split(".")[1])
+    except (IndexError, ValueError):
+        return False
 
 
 def check_version(found: str | None, path: str) -> None:

@@ -7,7 +7,7 @@ directory, an empty file) is refused before anything is opened for writing, so i
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,7 +19,15 @@ import polars as pl
 
 from profiler.errors import TableError
 from profiler.table.db import connect, fetch_frame, file_kind, open_error, peek, stored_schema_version, table_names
-from profiler.table.schema import DDL, REGION_SQL, SCHEMA_VERSION, check_version, has_region_column
+from profiler.table.schema import (
+    DDL,
+    REGION_SQL,
+    SCHEMA_VERSION,
+    STAND_INS,
+    check_version,
+    has_region_column,
+    is_older_minor,
+)
 
 EXAMPLE_COLUMNS = {
     "example_id": pl.Utf8,
@@ -47,6 +55,16 @@ SCORE_COLUMNS = {
     "mean_nll": pl.Float64,
     "perplexity": pl.Float64,
 }
+TOKEN_SCORE_COLUMNS = {"example_id": pl.Utf8, "checkpoint_id": pl.Int32, "nll": pl.List(pl.Float32)}
+EXAMPLE_TOKEN_COLUMNS = {"example_id": pl.Utf8, "tokens": pl.List(pl.Utf8)}
+IFD_COLUMNS = {
+    "example_id": pl.Utf8,
+    "checkpoint_id": pl.Int32,
+    "model": pl.Utf8,
+    "nll_sum_alone": pl.Float64,
+    "n_tokens": pl.Int32,
+    "ifd": pl.Float64,
+}
 # Meta keys of a part file that describe the part, not the merged run.
 _PART_ONLY_META = ("shard", "shard_complete", "schema_version", "created_at")
 
@@ -54,7 +72,8 @@ _PART_ONLY_META = ("shard", "shard_complete", "schema_version", "created_at")
 class ScoreLike(Protocol):
     """What :meth:`TableWriter.write_scores` reads of a score (``profiler.scoring``'s ``ExampleScore`` is one).
 
-    ``embedding``: a float vector, or None.
+    ``embedding``: a float vector, or None. ``token_nll`` (optional; read with ``getattr``): the scored tokens'
+    NLLs in position order, or None.
     """
 
     @property
@@ -69,6 +88,34 @@ class ScoreLike(Protocol):
     def perplexity(self) -> float: ...
     @property
     def embedding(self) -> Any: ...
+
+
+def _rows_or_none(frame: pl.DataFrame | None) -> pl.DataFrame | None:
+    return frame if frame is not None and frame.height else None
+
+
+def _vector_frame(ids: list[str], vectors: list) -> pl.DataFrame | None:
+    """``embeddings`` rows (``example_id``, ``vector``) of the given vectors, or None when there are none."""
+    if not ids:
+        return None
+    return pl.DataFrame(
+        {"example_id": ids, "vector": [np.asarray(v, dtype=np.float32) for v in vectors]},
+        schema={"example_id": pl.Utf8, "vector": pl.List(pl.Float32)},
+    )
+
+
+def _token_frame(checkpoint_id: int, ids: list[str], per_token: list) -> pl.DataFrame | None:
+    """``token_scores`` rows of the given per-token NLL vectors, or None when there are none."""
+    if not ids:
+        return None
+    return pl.DataFrame(
+        {
+            "example_id": ids,
+            "checkpoint_id": [checkpoint_id] * len(ids),
+            "nll": [np.asarray(v, dtype=np.float32) for v in per_token],
+        },
+        schema=TOKEN_SCORE_COLUMNS,
+    )
 
 
 def check_output_table(path: str | Path) -> None:
@@ -156,7 +203,10 @@ class TableWriter:
                         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     }
                 )
-        check_version(self.get_meta("schema_version"), str(self.path))
+        version = self.get_meta("schema_version")
+        check_version(version, str(self.path))
+        if is_older_minor(version):  # an older 1.x file: the DDL above added the tables it lacked
+            self.set_meta({"schema_version": SCHEMA_VERSION})
         if not has_region_column(self.con):  # an older file: add the region column, filled as it is computed
             with self.transaction():
                 self.con.execute("ALTER TABLE confidence ADD COLUMN region VARCHAR")
@@ -281,17 +331,26 @@ class TableWriter:
     def n_scores(self) -> int:
         return self.con.execute("SELECT count(*) FROM scores").fetchone()[0]
 
-    def write_scores(self, checkpoint_id: int, scores: Iterable[ScoreLike] | pl.DataFrame) -> int:
-        """Insert scores (and the embeddings they carry) in one transaction; returns the number of scores given.
+    def write_scores(
+        self,
+        checkpoint_id: int,
+        scores: Iterable[ScoreLike] | pl.DataFrame,
+        tokens: Mapping[str, Sequence[str]] | None = None,
+    ) -> int:
+        """Insert scores (and the embeddings and token NLLs they carry) in one transaction; returns the number of
+        scores given.
 
         Args:
             scores: score objects (:class:`ScoreLike`), or a frame with ``example_id``, ``nll_sum``, ``n_tokens``
-                and optionally ``embedding`` (a list of floats, or null); its mean NLL and perplexity are derived.
+                and optionally ``embedding`` (a list of floats, or null) and ``token_nll`` (a list of floats, or
+                null); its mean NLL and perplexity are derived.
+            tokens: the decoded text of each example's scored tokens (``example_tokens``), by example id.
 
-        Pairs already present are kept (a resumed run may repeat them), as are embeddings already written.
+        Pairs already present are kept (a resumed run may repeat them), as are embeddings, token NLLs and token
+        texts already written.
         """
         if isinstance(scores, pl.DataFrame):
-            frame, vectors = self._score_frames(checkpoint_id, scores)
+            frame, vectors, per_token = self._score_frames(checkpoint_id, scores)
         else:
             scores = list(scores)
             frame = pl.DataFrame(
@@ -300,31 +359,41 @@ class TableWriter:
                 orient="row",
             )
             embedded = [s for s in scores if s.embedding is not None]
-            vectors = None
-            if embedded:
-                vectors = pl.DataFrame(
-                    {
-                        "example_id": [s.example_id for s in embedded],
-                        "vector": [np.asarray(s.embedding, dtype=np.float32) for s in embedded],
-                    },
-                    schema={"example_id": pl.Utf8, "vector": pl.List(pl.Float32)},
-                )
+            vectors = _vector_frame([s.example_id for s in embedded], [s.embedding for s in embedded])
+            with_tokens = [s for s in scores if getattr(s, "token_nll", None) is not None]
+            per_token = _token_frame(
+                checkpoint_id, [s.example_id for s in with_tokens], [s.token_nll for s in with_tokens]
+            )
         if frame.is_empty():
             return 0
+        texts = None
+        if tokens:
+            texts = pl.DataFrame(
+                {"example_id": list(tokens), "tokens": [list(t) for t in tokens.values()]}, schema=EXAMPLE_TOKEN_COLUMNS
+            )
         with self.transaction():
-            self.con.register("new_scores", frame)
-            self.con.execute("INSERT OR IGNORE INTO scores SELECT * FROM new_scores")
-            self.con.unregister("new_scores")
+            self._insert("scores", frame)
             if vectors is not None:
-                self.con.register("new_vectors", vectors)
-                self.con.execute(
-                    "INSERT OR IGNORE INTO embeddings (example_id, vector) SELECT example_id, vector FROM new_vectors"
-                )
-                self.con.unregister("new_vectors")
+                self._insert("embeddings", vectors, "example_id, vector")
+            if per_token is not None:
+                self._insert("token_scores", per_token)
+            if texts is not None:
+                self._insert("example_tokens", texts)
         return frame.height
 
+    def _insert(self, table: str, frame: pl.DataFrame, columns: str | None = None) -> None:
+        """``INSERT OR IGNORE`` a frame's rows (in its column order, or into ``columns``), within a transaction."""
+        self.con.register("new_rows", frame)
+        try:
+            target = f"{table} ({columns})" if columns else table
+            self.con.execute(f"INSERT OR IGNORE INTO {target} SELECT * FROM new_rows")
+        finally:
+            self.con.unregister("new_rows")
+
     @staticmethod
-    def _score_frames(checkpoint_id: int, scores: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    def _score_frames(
+        checkpoint_id: int, scores: pl.DataFrame
+    ) -> tuple[pl.DataFrame, pl.DataFrame | None, pl.DataFrame | None]:
         mean = pl.col("nll_sum").cast(pl.Float64) / pl.col("n_tokens")
         frame = scores.select(
             pl.col("example_id").cast(pl.Utf8),
@@ -334,12 +403,58 @@ class TableWriter:
             mean.alias("mean_nll"),
             mean.exp().alias("perplexity"),
         )
-        if "embedding" not in scores.columns:
-            return frame, None
-        vectors = scores.filter(pl.col("embedding").is_not_null()).select(
-            pl.col("example_id").cast(pl.Utf8), pl.col("embedding").cast(pl.List(pl.Float32)).alias("vector")
+        vectors = per_token = None
+        if "embedding" in scores.columns:
+            vectors = scores.filter(pl.col("embedding").is_not_null()).select(
+                pl.col("example_id").cast(pl.Utf8), pl.col("embedding").cast(pl.List(pl.Float32)).alias("vector")
+            )
+        if "token_nll" in scores.columns:
+            per_token = scores.filter(pl.col("token_nll").is_not_null()).select(
+                pl.col("example_id").cast(pl.Utf8),
+                pl.lit(checkpoint_id, dtype=pl.Int32).alias("checkpoint_id"),
+                pl.col("token_nll").cast(pl.List(pl.Float32)).alias("nll"),
+            )
+        return frame, _rows_or_none(vectors), _rows_or_none(per_token)
+
+    # --- token scores and IFD ---------------------------------------------------------------------
+    def token_scored_ids(self, checkpoint_id: int) -> set[str]:
+        """The examples whose token NLLs at ``checkpoint_id`` are stored."""
+        rows = self.con.execute(
+            "SELECT example_id FROM token_scores WHERE checkpoint_id = ?", [checkpoint_id]
+        ).fetchall()
+        return {r[0] for r in rows}
+
+    def tokenized_ids(self) -> set[str]:
+        """The examples whose token texts (``example_tokens``) are stored."""
+        return {r[0] for r in self.con.execute("SELECT example_id FROM example_tokens").fetchall()}
+
+    def mean_nlls(self, checkpoint_id: int) -> dict[str, float]:
+        """Each scored example's mean response NLL at ``checkpoint_id``."""
+        rows = self.con.execute(
+            "SELECT example_id, mean_nll FROM scores WHERE checkpoint_id = ?", [checkpoint_id]
+        ).fetchall()
+        return dict(rows)
+
+    def ifd_ids(self, model: str) -> set[str]:
+        """The examples whose IFD was computed with ``model`` (a checkpoint's or another model's path)."""
+        return {r[0] for r in self.con.execute("SELECT example_id FROM ifd WHERE model = ?", [model]).fetchall()}
+
+    def write_ifd(self, checkpoint_id: int | None, model: str, rows: Sequence[tuple[str, float, int, float]]) -> int:
+        """Insert IFD rows ``(example_id, nll_sum_alone, n_tokens, ifd)`` computed with ``model`` (at
+        ``checkpoint_id``, or None for a model that is not one of the checkpoints) in one transaction.
+
+        An example's earlier IFD (of another model, say) is replaced. Returns the number of rows.
+        """
+        if not rows:
+            return 0
+        frame = pl.DataFrame(
+            [(i, checkpoint_id, model, s, n, v) for i, s, n, v in rows], schema=IFD_COLUMNS, orient="row"
         )
-        return frame, (vectors if vectors.height else None)
+        with self.transaction():
+            self.con.register("new_ifd", frame)
+            self.con.execute("INSERT OR REPLACE INTO ifd SELECT * FROM new_ifd")
+            self.con.unregister("new_ifd")
+        return frame.height
 
     # --- embeddings -------------------------------------------------------------------------------
     def embedded_ids(self) -> set[str]:
@@ -389,8 +504,9 @@ class TableWriter:
         """Copy the part files of one sharded run into this (new) table, in one transaction.
 
         The first part gives the examples, the checkpoints and the run's meta (without the part's own keys:
-        ``shard``, ``shard_complete``, ``schema_version``, ``created_at``); every part gives its scores and
-        embeddings. ``meta.merged_from`` lists the parts. Which parts belong together is the caller's check.
+        ``shard``, ``shard_complete``, ``schema_version``, ``created_at``); every part gives its scores,
+        embeddings, token scores and texts, and IFD. ``meta.merged_from`` lists the parts. Which parts belong
+        together is the caller's check.
         """
         parts = [Path(p) for p in parts]
         if not parts:
@@ -415,10 +531,21 @@ class TableWriter:
                                 con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
                     con.execute(f"INSERT OR IGNORE INTO scores SELECT * FROM {alias}.scores")
                     con.execute(f"INSERT OR IGNORE INTO embeddings SELECT * FROM {alias}.embeddings")
+                    for name in self._tables_of(alias, STAND_INS):  # parts written before 1.1 lack them
+                        con.execute(f"INSERT OR IGNORE INTO {name} SELECT * FROM {alias}.{name}")
                 self._put_meta({"merged_from": [str(p) for p in parts]})
         finally:
             for alias in attached:
                 con.execute(f"DETACH {alias}")
+
+    def _tables_of(self, catalog: str, names: Iterable[str]) -> list[str]:
+        """Which of ``names`` an attached database has."""
+        rows = self.con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_catalog = ? AND table_schema = 'main'",
+            [catalog],
+        ).fetchall()
+        present = {r[0] for r in rows}
+        return [n for n in names if n in present]
 
     def close(self) -> None:
         self.con.close()

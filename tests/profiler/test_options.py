@@ -83,6 +83,11 @@ BAD = [
     (["score", "--max-length", "1"], "--max-length 1: must be >= 2"),
     (["score", "--n-bin", "3"], "unrecognized arguments: --n-bin (did you mean --n-bins?)"),
     (["score", "--max-lenght", "3"], "did you mean --max-length?"),
+    (["score", "--token-scores", "some"], "--token-scores/--token_scores: invalid choice: 'some'"),
+    (["profile", "--ifd-model", "base", "--no-ifd"], "--ifd-model 'base': IFD is turned off (--no-ifd)"),
+    (["score", "--ifd-model", " "], "--ifd-model ' ': must be a model directory or hub name"),
+    (["profile", "--ifd-model", "./no-such-model"], "--ifd-model ./no-such-model: no such model directory"),
+    (["score", "--ifd-model", "/no/such/model"], "--ifd-model /no/such/model: no such model directory"),
 ]
 
 

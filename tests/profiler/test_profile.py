@@ -49,6 +49,18 @@ def table_state(path):
         )
 
 
+def signals(path):
+    """The token scores (with texts) and IFD: ids and counts exactly, values as floats."""
+    with open_table(path) as t:
+        tokens = t.token_scores()
+        return (
+            t.ifd.select("example_id", "checkpoint_id", "n_tokens").rows(),
+            t.ifd["ifd"].to_list(),
+            tokens.select("example_id", "checkpoint_id", "tokens").rows(),
+            tokens["nll"].to_list(),
+        )
+
+
 def test_checkpoint_steps_are_even():
     assert checkpoint_steps(8, 3) == [3, 6, 8]
     assert checkpoint_steps(10, 5) == [2, 4, 6, 8, 10]
@@ -112,6 +124,11 @@ def test_crash_after_second_checkpoint_resumes_to_the_same_table(tiny_llama, tmp
     assert a[1:] == b[1:]
     for (ida, ca, na), (idb, cb, nb) in zip(a[0], b[0]):
         assert (ida, ca) == (idb, cb) and na == pytest.approx(nb, rel=1e-5, abs=1e-5)
+    sa, sb = signals(crashed), signals(ref)  # IFD and token scores at the last checkpoint (id 2), for all 16
+    assert sa[0] == sb[0] and sa[2] == sb[2] and {r[1] for r in sa[0] + sa[2]} == {2} and len(sa[2]) == 16
+    assert sa[1] == pytest.approx(sb[1], rel=1e-5)
+    for va, vb in zip(sa[3], sb[3]):
+        assert va == pytest.approx(vb, abs=1e-5)
     # Other fine-tuning settings on the same table are refused before anything is written.
     with pytest.raises(TableError, match="other fine-tuning settings.*n_checkpoints"):
         run_profile(*configs(tiny_llama, data, crashed, n_checkpoints=4))
@@ -133,6 +150,10 @@ def test_lora_profile_scores_adapters(tiny_llama, tmp_path):
         assert t.scores.height == 3 * 16
         per_ckpt = t.scores.group_by("checkpoint_id").agg(pl.col("mean_nll").mean()).sort("checkpoint_id")
         assert per_ckpt["mean_nll"][0] != per_ckpt["mean_nll"][2]  # the adapters differ
+        # IFD and token scores come from the last adapter, scored before the others' weights were deleted.
+        last = t.checkpoints["path"][2]
+        assert t.ifd.height == 16 and set(t.ifd["checkpoint_id"]) == {2} and set(t.ifd["model"]) == {last}
+        assert t.token_scores().height == 16 and set(t.token_scores()["checkpoint_id"]) == {2}
 
 
 def test_confidence_of_a_repeated_example_rises(tiny_llama, tmp_path):

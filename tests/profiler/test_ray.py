@@ -33,14 +33,30 @@ def test_ray_path_matches_the_local_scorer(tiny_llama, profile_data, tmp_path, l
             on_error="skip",
             progress=False,
             projection="pca",
+            token_scores="all",
         )
         with open_table(run_score(cfg)) as t:
             tables[name] = (
                 t.scores.sort("example_id", "checkpoint_id"),
                 t.embeddings.sort("example_id"),
                 t.confidence.select("example_id", "split").sort("example_id").rows(),
+                t.token_scores(),
+                t.ifd,
             )
-    (sa, ea, ca), (sb, eb, cb) = tables["local"], tables["ray"]
+    (sa, ea, ca, ta, ia), (sb, eb, cb, tb, ib) = tables["local"], tables["ray"]
+    # Token scores (both checkpoints) and IFD (the last one) come through the actors too.
+    assert (
+        ta.select("example_id", "checkpoint_id", "tokens").rows()
+        == tb.select("example_id", "checkpoint_id", "tokens").rows()
+    )
+    assert tb.height == 2 * 30
+    for na, nb in zip(ta["nll"], tb["nll"]):
+        assert list(nb) == pytest.approx(list(na), abs=1e-5)
+    assert (
+        ia.select("example_id", "checkpoint_id", "n_tokens").rows()
+        == ib.select("example_id", "checkpoint_id", "n_tokens").rows()
+    )
+    assert ib.height == 30 and ib["ifd"].to_list() == pytest.approx(ia["ifd"].to_list(), rel=1e-5)
     assert (
         sa.select("example_id", "checkpoint_id", "n_tokens").rows()
         == sb.select("example_id", "checkpoint_id", "n_tokens").rows()

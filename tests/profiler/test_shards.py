@@ -29,6 +29,10 @@ def state(path):
             t.scores.sort("example_id", "checkpoint_id")["nll_sum"].to_list(),
             t.confidence.select("example_id", "split", "rank").rows(),
             t.embeddings.sort("example_id")["vector"].to_list(),
+            t.token_scores().select("example_id", "checkpoint_id", "tokens").rows(),
+            t.token_scores()["nll"].to_list(),
+            t.ifd.select("example_id", "checkpoint_id", "model", "n_tokens").rows(),
+            t.ifd["ifd"].to_list(),
         )
 
 
@@ -37,6 +41,11 @@ def assert_same(a, b):
     assert a[2] == pytest.approx(b[2], rel=1e-5, abs=1e-5)
     for va, vb in zip(a[4], b[4]):
         assert va == pytest.approx(vb, rel=1e-4, abs=1e-5)
+    # Token scores (with their texts) and IFD of every scored example, whichever shard scored it.
+    assert a[5] == b[5] and len(a[5]) == len(a[0]) - 1 and a[7] == b[7] and len(a[7]) == len(a[5])
+    for na, nb in zip(a[6], b[6]):
+        assert na == pytest.approx(nb, abs=1e-5)
+    assert a[8] == pytest.approx(b[8], rel=1e-5)
 
 
 def test_parse_and_assign():

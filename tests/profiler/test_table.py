@@ -9,7 +9,7 @@ from profiler import open_table
 from profiler.config import ScoreConfig
 from profiler.errors import DataError, TableError
 from profiler.pipeline import run_score
-from profiler.table import TableWriter
+from profiler.table import SCHEMA_VERSION, TableWriter
 from tests.conftest import ALPACA_ROWS, write_jsonl
 
 
@@ -31,7 +31,7 @@ def table_state(path):
 def test_round_trip(tiny_llama, alpaca_file, chat_file, tmp_path):
     out = run_score(config(tiny_llama, [alpaca_file, chat_file], tmp_path / "run.duckdb"))
     with open_table(out) as t:
-        assert t.meta["schema_version"] == "1.0"
+        assert t.meta["schema_version"] == SCHEMA_VERSION == "1.1"
         assert t.meta["score_config"]["model"] == str(tiny_llama)
         assert t.examples.height == len(ALPACA_ROWS) + 2
         assert t.examples["status"].to_list() == ["ok"] * t.examples.height
@@ -43,6 +43,8 @@ def test_round_trip(tiny_llama, alpaca_file, chat_file, tmp_path):
         summary = t.summary()
         assert summary["splits"] == {"confident": 4, "unconfident": 5}
         assert summary["sources"] == {"alpaca": 7, "chat": 2}
+        assert summary["token_scores"] == 9 and summary["ifd"]["examples"] == 9  # the last (only) checkpoint
+        assert summary["ifd"]["median"] == pytest.approx(t.ifd["ifd"].median())
 
 
 def test_resume_after_crash_gives_the_same_table(tiny_llama, alpaca_file, chat_file, tmp_path):
@@ -185,7 +187,7 @@ def test_own_tables_and_parts_are_written(tmp_path):
 
 HOLD = """
 import sys, time
-from profiler.table import TableWriter
+from profiler.table import SCHEMA_VERSION, TableWriter
 t = TableWriter(sys.argv[1])
 print("open", flush=True)
 time.sleep(120)
@@ -214,7 +216,7 @@ def test_a_table_held_by_another_process_is_named(tmp_path):
         proc.kill()
         proc.wait()
     with open_table(path) as t:  # free again
-        assert t.meta["schema_version"] == "1.0"
+        assert t.meta["schema_version"] == SCHEMA_VERSION
 
 
 def test_reader_export_rows_and_split_examples(small_profile):
@@ -224,7 +226,9 @@ def test_reader_export_rows_and_split_examples(small_profile):
         conf, ex = t.confidence, t.examples
         rows = t.export_rows()
         assert [r[1] for r in rows] == conf["example_id"].to_list()  # most confident first
-        assert len(rows[0]) == 8 and rows[0][6] in ("confident", "unconfident")
+        assert len(rows[0]) == 9 and rows[0][6] in ("confident", "unconfident")
+        ifd = dict(t.ifd.select("example_id", "ifd").rows())
+        assert ifd and [r[8] for r in rows] == [ifd[r[1]] for r in rows]  # the IFD, last
         for split in ("confident", "unconfident"):
             part = t.export_rows(split)
             assert {r[6] for r in part} == {split} and len(part) == conf.filter(conf["split"] == split).height

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
@@ -44,7 +45,7 @@ def torch_scores(model_dir, items, adapter=None):
 
         model = PeftModel.from_pretrained(model, adapter).eval()
     scorer = TorchScorer(model, max_tokens=512)
-    return {s.example_id: s for b in scorer.score(items, progress=False) for s in b}
+    return {s.example_id: s for b in scorer.score(items, progress=False, tokens=True) for s in b}
 
 
 def make_adapter(model_dir, out, seed=0):
@@ -76,11 +77,14 @@ def test_backends_agree_per_example_with_multi_turn_and_lora(tiny_llama, chat_to
     try:
         for lora in (None, adapter):
             ref = torch_scores(tiny_llama, items, lora)
-            got = {s.example_id: s for b in engine.score(items, progress=False, adapter=lora) for s in b}
+            got = {s.example_id: s for b in engine.score(items, progress=False, adapter=lora, tokens=True) for s in b}
             assert set(got) == set(ref)
             for k, r in ref.items():
-                assert got[k].n_tokens == r.n_tokens
+                assert got[k].n_tokens == r.n_tokens == len(got[k].token_nll)
                 assert got[k].mean_nll == pytest.approx(r.mean_nll, rel=1e-4)
+                # The same per-token NLLs, position by position, summing to each backend's own nll_sum.
+                np.testing.assert_allclose(got[k].token_nll, r.token_nll, rtol=1e-4, atol=1e-4)
+                assert abs(float(np.sum(got[k].token_nll, dtype=np.float64)) - got[k].nll_sum) < 1e-4
         base = torch_scores(tiny_llama, items)
         assert any(abs(base[k].mean_nll - ref[k].mean_nll) > 1e-2 for k in ref)  # the adapter really applied
     finally:
@@ -90,7 +94,8 @@ def test_backends_agree_per_example_with_multi_turn_and_lora(tiny_llama, chat_to
 @needs_vllm
 def test_score_run_with_the_vllm_backend(tiny_llama, profile_data, tmp_path):
     """End to end: `--backend vllm` gives the torch backend's table. Two LoRA checkpoints are served on one vLLM
-    engine; the last checkpoint (a full model) is scored by torch, in the pass that also embeds."""
+    engine; the last checkpoint (a full model) is scored by torch, in the pass that also embeds. Token scores at
+    every checkpoint, and IFD on the first adapter (`--ifd-model`, so vLLM scores it too)."""
     from profiler import open_table
 
     ckpts = [make_adapter(tiny_llama, tmp_path / f"adapter{k}", seed=k) for k in (1, 2)] + [str(tiny_llama)]
@@ -106,12 +111,24 @@ def test_score_run_with_the_vllm_backend(tiny_llama, profile_data, tmp_path):
             on_error="skip",
             progress=False,
             projection="pca",
+            token_scores="all",
+            ifd_model=ckpts[0],
         )
         with open_table(run_score(cfg)) as t:
-            tables[backend] = t.scores.sort("example_id", "checkpoint_id")
+            tables[backend] = (t.scores.sort("example_id", "checkpoint_id"), t.token_scores(), t.ifd)
             assert t.checkpoints["kind"].to_list() == ["adapter", "adapter", "model"]
             assert t.embeddings.height == 30
-    a, b = tables["torch"], tables["vllm"]
+    (a, ta, ia), (b, tb, ib) = tables["torch"], tables["vllm"]
     assert a.select("example_id", "checkpoint_id").rows() == b.select("example_id", "checkpoint_id").rows()
     assert a.height == 3 * 30
     assert b["mean_nll"].to_list() == pytest.approx(a["mean_nll"].to_list(), rel=1e-4)
+    assert (
+        ta.select("example_id", "checkpoint_id", "tokens").rows()
+        == tb.select("example_id", "checkpoint_id", "tokens").rows()
+    )
+    assert ta.height == 3 * 30
+    for na, nb in zip(ta["nll"], tb["nll"]):
+        np.testing.assert_allclose(nb.to_numpy(), na.to_numpy(), rtol=1e-4, atol=1e-4)
+    assert ia.select("example_id", "n_tokens", "model").rows() == ib.select("example_id", "n_tokens", "model").rows()
+    assert ib.height == 30 and ib["checkpoint_id"].null_count() == 30
+    assert ib["ifd"].to_list() == pytest.approx(ia["ifd"].to_list(), rel=1e-4)
