@@ -1,6 +1,6 @@
 """Dashboard page times on a synthetic profile: each page's script run (queries + figures), warm imports.
 
-    python benchmarks/bench_dashboard.py --n 200000
+    python benchmarks/bench_dashboard.py --n 200000 [--token-scores last --ifd]
 
 Prints one line per page: the first run (cold caches) and a re-run (cached queries, as on a rerun in the browser).
 Browser rendering adds to this; the real-browser test prints its own first-page time.
@@ -17,13 +17,15 @@ from pathlib import Path
 from synthetic import write_synthetic_profile  # benchmarks/synthetic.py
 
 APP = str(Path(__file__).parents[1] / "dashboard" / "app.py")
-PAGES = ["overview", "data_map", "semantic_map", "dynamics", "explorer", "export"]
+PAGES = ["overview", "data_map", "semantic_map", "dynamics", "explorer", "hard_tokens", "export"]
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=200_000)
     p.add_argument("--table", help="an existing table instead of a synthetic one")
+    p.add_argument("--token-scores", choices=("none", "last", "all"), default="none", help="synthetic token scores")
+    p.add_argument("--ifd", action="store_true", help="synthetic IFD values")
     args = p.parse_args()
     from streamlit.testing.v1 import AppTest
 
@@ -33,7 +35,11 @@ def main() -> None:
         table = args.table
         if table is None:
             t0 = time.perf_counter()
-            table = str(write_synthetic_profile(Path(tmp) / "synthetic.duckdb", args.n))
+            table = str(
+                write_synthetic_profile(
+                    Path(tmp) / "synthetic.duckdb", args.n, token_scores=args.token_scores, ifd=args.ifd
+                )
+            )
             print(f"synthetic profile of {args.n:,} examples written in {time.perf_counter() - t0:.1f}s")
         os.environ["SFTMIX_TABLE"] = table
         at = AppTest.from_file(APP, default_timeout=120)

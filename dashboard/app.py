@@ -31,6 +31,7 @@ pages = [
     st.Page(VIEWS / "semantic_map.py", title="Semantic map", url_path="semantic_map"),
     st.Page(VIEWS / "dynamics.py", title="Training dynamics", url_path="dynamics"),
     st.Page(VIEWS / "explorer.py", title="Explorer", url_path="explorer"),
+    st.Page(VIEWS / "hard_tokens.py", title="Hard tokens", url_path="hard_tokens"),
     st.Page(VIEWS / "export.py", title="Export", url_path="export"),
     st.Page(_overview_url, title="Overview", url_path="overview", visibility="hidden"),
 ]

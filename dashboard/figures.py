@@ -130,13 +130,14 @@ def scatter(
     """
     fig = go.Figure()
     hover = (
-        "<b>%{customdata[0]}</b> (%{customdata[1]})<br>mean perplexity %{customdata[2]:.4g} · %{customdata[4]}<br>"
-        "%{customdata[3]}<extra></extra>"
+        "<b>%{customdata[0]}</b> (%{customdata[1]})<br>mean perplexity %{customdata[2]:.4g} · %{customdata[4]}"
+        "%{customdata[5]}<br>%{customdata[3]}<extra></extra>"
     )
 
     def custom(frame: pl.DataFrame):
         prompts = [_wrap(p) for p in frame["prompt"].to_list()]
         regions = frame["region"].to_list() if "region" in frame.columns else [""] * frame.height
+        ifds = frame["ifd"].to_list() if "ifd" in frame.columns else [None] * frame.height
         return list(
             zip(
                 frame["example_id"].to_list(),
@@ -144,6 +145,7 @@ def scatter(
                 [None if c is None else -c for c in frame["confidence"].to_list()],
                 prompts,
                 [r or "" for r in regions],
+                ["" if v is None else f" · IFD {v:.3g}" for v in ifds],
             )
         )
 
@@ -163,6 +165,8 @@ def scatter(
                     hovertemplate=hover,
                 )
             )
+    elif color == "ifd":
+        _ifd_traces(fig, points, x, y, custom, hover)
     else:
         values = points[color]
         title_ = color
@@ -187,6 +191,67 @@ def scatter(
         )
     fig.update_layout(dragmode="lasso", height=600)
     return _layout(fig, title, x if x_title is None else x_title, y if y_title is None else y_title)
+
+
+IFD_COLORSCALE = "Viridis"
+
+
+def ifd_color_axis(values: list[float]) -> dict:
+    """A colour axis for IFD on the log10 scale, from the 5th percentile of the examples up to IFD 1 (or the 98th
+    percentile, if higher): IFD is heavy-tailed, often over orders of magnitude below 1, so a few outliers would
+    otherwise wash out the rest. The top colour marks IFD 1 and above (the prompt does not help predict the
+    response). Ticks show the IFD."""
+    logs = sorted(math.log10(v) for v in values if v is not None and v > 0)
+    if not logs:
+        return dict(cmin=-1.0, cmax=0.0, colorscale=IFD_COLORSCALE)
+    hi = max(logs[int(math.ceil(0.98 * (len(logs) - 1)))], 0.0)
+    lo = min(logs[int(0.05 * (len(logs) - 1))], hi - 0.3)
+    ticks = list(range(math.ceil(lo), math.floor(hi) + 1))
+    if len(ticks) < 3:  # less than two decades: 1, 2, 5 steps
+        steps = (math.log10(m) + k for k in range(math.floor(lo), math.ceil(hi) + 1) for m in (1, 2, 5))
+        ticks = [t for t in steps if lo <= t <= hi]
+    return dict(
+        cmin=lo,
+        cmax=hi,
+        colorscale=IFD_COLORSCALE,
+        colorbar=dict(title="IFD", tickvals=ticks, ticktext=[f"{10**t:.3g}" for t in ticks]),
+    )
+
+
+def _ifd_traces(fig: go.Figure, points: pl.DataFrame, x: str, y: str, custom, hover: str) -> None:
+    """Points colored by IFD on a log colour axis (:func:`ifd_color_axis`); those without an IFD in grey, as their
+    own trace."""
+    has = points.filter(pl.col("ifd").is_not_null() & (pl.col("ifd") > 0))
+    rest = points.filter(pl.col("ifd").is_null() | (pl.col("ifd") <= 0))
+    if not has.is_empty():
+        fig.add_trace(
+            go.Scattergl(
+                x=has[x].to_list(),
+                y=has[y].to_list(),
+                mode="markers",
+                name="IFD",
+                marker=dict(
+                    color=[math.log10(v) for v in has["ifd"].to_list()],
+                    size=5,
+                    opacity=0.85,
+                    **ifd_color_axis(has["ifd"].to_list()),
+                ),
+                customdata=custom(has),
+                hovertemplate=hover,
+            )
+        )
+    if not rest.is_empty():
+        fig.add_trace(
+            go.Scattergl(
+                x=rest[x].to_list(),
+                y=rest[y].to_list(),
+                mode="markers",
+                name="no IFD",
+                marker=dict(color="#9e9e9e", size=5, opacity=0.6),
+                customdata=custom(rest),
+                hovertemplate=hover,
+            )
+        )
 
 
 def data_map(
@@ -245,9 +310,14 @@ def selected_ids(fig: go.Figure, points: list[dict]) -> list[str]:
     return ids
 
 
+def _escape(text: str) -> str:
+    """Text for plotly, which reads a few HTML tags and entities in labels and hover text."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def _wrap(text: str, width: int = 60) -> str:
     """Hover text: HTML-escaped, broken into short lines."""
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = _escape(text)
     return "<br>".join(text[i : i + width] for i in range(0, min(len(text), 3 * width), width))
 
 
@@ -350,3 +420,33 @@ def compare_scatter(joined: pl.DataFrame, a: str, b: str) -> go.Figure:
         )
     fig.update_layout(height=550)
     return _layout(fig, "Confidence under each reference", f"A: {a}", f"B: {b}")
+
+
+def hard_token_bars(tokens: pl.DataFrame) -> go.Figure:
+    """Horizontal bars of the hardest tokens' mean NLL (the hardest at the top), hover: count and examples.
+
+    Args:
+        tokens: :func:`dashboard.queries.hard_tokens` rows, hardest first, ``token`` already made visible.
+    """
+    labels = [_escape(t) for t in tokens["token"].to_list()]  # plotly reads tags in text: "<b>" stays text
+    fig = go.Figure(
+        go.Bar(
+            x=tokens["mean_nll"].to_list(),
+            y=labels,
+            orientation="h",
+            marker_color="#d6604d",
+            text=[f"{n:,}×" for n in tokens["count"].to_list()],
+            textposition="outside",
+            textangle=0,
+            cliponaxis=False,
+            textfont=dict(size=11, color="#555"),
+            customdata=list(zip(tokens["count"].to_list(), tokens["examples"].to_list())),
+            hovertemplate="<b>%{y}</b><br>mean NLL %{x:.3f}<br>%{customdata[0]:,} times in %{customdata[1]:,} "
+            "examples<extra></extra>",
+        )
+    )
+    fig.update_yaxes(autorange="reversed", type="category")
+    if not tokens.is_empty():
+        fig.update_xaxes(range=[0, 1.08 * float(tokens["mean_nll"].max())])  # room for the counts
+    fig.update_layout(height=max(260, 22 * tokens.height + 100), showlegend=False)
+    return _layout(fig, "Hardest tokens: mean NLL at the last checkpoint with token scores", "mean NLL (nats)", "")

@@ -1,7 +1,7 @@
 """The dashboard's queries: pure functions over a reader's cursor, returning polars frames or dicts.
 
 They query only the read views that :mod:`profiler.table.schema` defines (``example_view``, ``score_view``,
-``checkpoint_view``, ``meta_view``), which the reader creates on each cursor it hands out
+``token_view``, ``checkpoint_view``, ``meta_view``), which the reader creates on each cursor it hands out
 (:meth:`profiler.table.ConfidenceTable.cursor`). Aggregation and sampling happen in DuckDB, so a page costs the
 same for 1k or 1M examples. Every value a user types reaches DuckDB as a parameter, never as SQL text.
 """
@@ -11,7 +11,8 @@ from __future__ import annotations
 import io
 import json
 import math
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from typing import Any
 
 import duckdb
@@ -30,7 +31,38 @@ REGION_NAMES = ("easy-to-learn", "ambiguous", "hard-to-learn")  # cartography re
 LOG_PPL = "log10(-confidence)"
 REL_VAR = "variability / -confidence"
 
-SORTABLE = ("rank", "confidence", "variability", "mean_nll", "row_index", "n_response_tokens", "source")
+SORTABLE = ("rank", "confidence", "variability", "mean_nll", "ifd", "row_index", "n_response_tokens", "source")
+
+# Tokens are grouped (hard tokens) and matched (the token filter) by their text with leading and trailing whitespace
+# trimmed, so " the" and "the" are one token; a token of whitespace alone keeps it, shown visibly (see token_key).
+_WS = "[ \\t\\n\\f\\r]"  # RE2 (DuckDB) and Python re read the same class: space, tab, newline, form feed, CR
+_TRIM = f"^{_WS}+|{_WS}+$"
+_VISIBLE = {"\n": "\u21b5", "\t": "\u21e5", " ": "\u2423", "\r": "\u240d", "\f": "\u240c"}  # ↵ ⇥ ␣ ␍ ␌
+
+
+def token_key_sql(col: str) -> str:
+    """SQL of :func:`token_key` over the column ``col`` (a column name chosen by code, never by the user)."""
+    trimmed = f"regexp_replace({col}, '{_TRIM}', '', 'g')"
+    visible = col
+    for raw, shown in _VISIBLE.items():
+        visible = f"replace({visible}, chr({ord(raw)}), '{shown}')"
+    return f"(CASE WHEN {trimmed} <> '' THEN {trimmed} ELSE {visible} END)"
+
+
+def token_key(token: str) -> str:
+    """The grouping key of a token's text: trimmed of whitespace, or, for whitespace alone, that whitespace made
+    visible (``"\\n"`` is ``"↵"``, ``" "`` is ``"␣"``). The same rule as :func:`token_key_sql`; ``""`` stays ``""``."""
+    trimmed = re.sub(_TRIM, "", token)
+    return trimmed if trimmed else "".join(_VISIBLE.get(ch, ch) for ch in token)
+
+
+def visible_token(key: str) -> str:
+    """A token key for a one-line display: inner newlines and tabs shown as ↵ and ⇥."""
+    return key.replace("\n", _VISIBLE["\n"]).replace("\t", _VISIBLE["\t"]).replace("\r", _VISIBLE["\r"])
+
+
+def _last_token_checkpoint() -> str:
+    return "(SELECT max(checkpoint_id) FROM token_view)"
 
 
 @dataclass(frozen=True)
@@ -38,8 +70,11 @@ class Filter:
     """The explorer's filter; every page that lists examples applies it.
 
     Empty tuples mean "any". ``conf_min``/``conf_max`` bound the confidence (minus mean perplexity; the sidebar
-    sets them from a log-perplexity range). ``search`` matches the prompt or response (case-insensitive
-    substring) or an exact id; ``ids`` is a selection (from the semantic map, say).
+    sets them from a log-perplexity range). ``ifd_min``/``ifd_max`` bound the IFD (examples without one drop out
+    when either is set). ``search`` matches the prompt or response (case-insensitive substring) or an exact id;
+    ``ids`` is a selection (from the semantic map, say); ``token`` keeps the examples whose response holds that
+    token (a :func:`token_key`, chosen on the hard-tokens page): those holding one of ``token_texts``, the token
+    texts of that key (:func:`token_texts`), at the last checkpoint with token scores.
     """
 
     splits: tuple[str, ...] = ()
@@ -50,6 +85,10 @@ class Filter:
     conf_max: float | None = None
     search: str = ""
     ids: tuple[str, ...] | None = None
+    ifd_min: float | None = None
+    ifd_max: float | None = None
+    token: str = ""
+    token_texts: tuple[str, ...] = ()
 
     def where(self) -> tuple[str, list[Any]]:
         """A WHERE clause over ``example_view``'s columns and its parameters."""
@@ -81,6 +120,18 @@ class Filter:
         if self.ids is not None:
             parts.append("list_contains(?::VARCHAR[], example_id)")
             params.append(list(self.ids))
+        if self.ifd_min is not None:
+            parts.append("ifd >= ?")
+            params.append(float(self.ifd_min))
+        if self.ifd_max is not None:
+            parts.append("ifd <= ?")
+            params.append(float(self.ifd_max))
+        if self.token:
+            parts.append(
+                "example_id IN (SELECT example_id FROM (SELECT example_id, unnest(tokens) AS tok FROM token_view "
+                f"WHERE checkpoint_id = {_last_token_checkpoint()}) WHERE list_contains(?::VARCHAR[], tok))"
+            )
+            params.append(list(self.token_texts))
         return " AND ".join(parts), params
 
 
@@ -95,11 +146,11 @@ def meta(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
 def overview(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     """Counts for the overview page."""
     m = meta(con)
-    examples, scored, confident, unconfident, embedded, lo, med, hi = con.execute(
+    examples, scored, confident, unconfident, embedded, lo, med, hi, n_ifd, ifd_lo, ifd_med, ifd_hi = con.execute(
         """
         SELECT count(*), count(confidence), count(*) FILTER (WHERE split = 'confident'),
                count(*) FILTER (WHERE split = 'unconfident'), count(umap_x), min(confidence), median(confidence),
-               max(confidence)
+               max(confidence), count(ifd), min(ifd), median(ifd), max(ifd)
         FROM example_view
         """
     ).fetchone()
@@ -121,6 +172,11 @@ def overview(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
         "median_log_ppl": None if med is None else math.log10(-med),
         "max_log_ppl": None if lo is None else math.log10(-lo),
         "regions": {r: regions.get(r, 0) for r in REGION_NAMES},
+        # IFD (None where no example has one: older files, or --no-ifd)
+        "with_ifd": n_ifd,
+        "min_ifd": ifd_lo,
+        "median_ifd": ifd_med,
+        "max_ifd": ifd_hi,
         "reference_model": m.get("reference_model"),
         "created_at": m.get("created_at"),
         "stage_seconds": m.get("stage_seconds") or {},
@@ -223,7 +279,7 @@ def sample_points(
         con,
         f"""
         SELECT example_id, source, split, region, confidence, variability, mean_nll, quantile_bin, umap_x, umap_y,
-               {LOG_PPL} AS log_ppl, {REL_VAR} AS rel_variability, left(coalesce(prompt, ''), 200) AS prompt
+               ifd, {LOG_PPL} AS log_ppl, {REL_VAR} AS rel_variability, left(coalesce(prompt, ''), 200) AS prompt
         FROM example_view WHERE {where}
         ORDER BY hash(example_id, ?) LIMIT ?
         """,
@@ -249,7 +305,7 @@ def explore(
     frame = fetch_frame(
         con,
         f"""
-        SELECT example_id, source, split, region, confidence, variability, mean_nll, rank, status,
+        SELECT example_id, source, split, region, confidence, variability, mean_nll, ifd, rank, status,
                left(coalesce(prompt, ''), 160) AS prompt, left(coalesce(response, ''), 160) AS response
         FROM example_view WHERE {where}
         ORDER BY {sort} {"DESC" if descending else "ASC"} NULLS LAST, example_id LIMIT ? OFFSET ?
@@ -307,13 +363,13 @@ def decile_trajectories(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
 
 
 def export_rows(con: duckdb.DuckDBPyConnection, flt: Filter, split: str) -> list[tuple]:
-    """(record JSON, confidence columns...) of the filtered examples of ``split``, most confident first."""
+    """(record JSON, confidence columns..., ifd) of the filtered examples of ``split``, most confident first."""
     if split not in ("confident", "unconfident"):
         raise ValueError(f"export a confident or unconfident split, not {split!r}")
     where, params = flt.where()
     return con.execute(
         f"""
-        SELECT record, example_id, source, confidence, mean_nll, variability, split, quantile_bin
+        SELECT record, example_id, source, confidence, mean_nll, variability, split, quantile_bin, ifd
         FROM example_view WHERE {where} AND split = ?
         ORDER BY rank
         """,
@@ -333,3 +389,120 @@ def export_file(con: duckdb.DuckDBPyConnection, flt: Filter, split: str, fmt: st
         records_frame(records).write_parquet(out)
         return out.getvalue(), len(records)
     raise ValueError(f"export format must be jsonl or parquet, got {fmt!r}")
+
+
+# --- token scores (schema 1.1: token_view) --------------------------------------------------------------------
+def token_checkpoints(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """The checkpoints that have token scores (``checkpoint_id``, ``step``, ``fraction``, ``examples``), in order;
+    empty where the profile stored none (``--token-scores none``, or a file written before them)."""
+    return fetch_frame(
+        con,
+        "SELECT checkpoint_id, step, fraction, count(*) AS examples FROM token_view GROUP BY ALL ORDER BY 1",
+    )
+
+
+def example_tokens(con: duckdb.DuckDBPyConnection, example_id: str) -> dict[str, Any] | None:
+    """One example's token scores: ``tokens`` (the decoded text of each scored response token), ``nll`` (by
+    checkpoint id, each the same length and order as ``tokens``), ``checkpoints`` (those rows' ``checkpoint_id``,
+    ``step``, ``fraction``), and the profile's ``first`` and ``last`` checkpoint ids. None where the example has
+    no token scores."""
+    rows = con.execute(
+        "SELECT checkpoint_id, step, fraction, nll, tokens FROM token_view WHERE example_id = ? ORDER BY 1",
+        [example_id],
+    ).fetchall()
+    if not rows:
+        return None
+    first, last = con.execute("SELECT min(checkpoint_id), max(checkpoint_id) FROM checkpoint_view").fetchone()
+    return {
+        "tokens": next((r[4] for r in rows if r[4] is not None), None) or [],
+        "nll": {r[0]: r[3] for r in rows},
+        "checkpoints": pl.DataFrame(
+            [r[:3] for r in rows],
+            schema={"checkpoint_id": pl.Int64, "step": pl.Int64, "fraction": pl.Float64},
+            orient="row",
+        ),
+        "first": first,
+        "last": last,
+    }
+
+
+def token_texts(con: duckdb.DuckDBPyConnection, key: str) -> tuple[str, ...]:
+    """The token texts (at the last checkpoint with token scores) whose :func:`token_key` is ``key``: what
+    :attr:`Filter.token_texts` holds for :attr:`Filter.token` ``key``. Keys are computed on the distinct texts only
+    (string functions on every token occurrence would cost seconds on a large profile)."""
+    rows = con.execute(
+        f"SELECT DISTINCT unnest(tokens) FROM token_view WHERE checkpoint_id = {_last_token_checkpoint()}"
+    ).fetchall()
+    return tuple(sorted(t for (t,) in rows if t is not None and token_key(t) == key))
+
+
+def hard_tokens(
+    con: duckdb.DuckDBPyConnection, flt: Filter | None = None, *, min_count: int = 5, limit: int = 100
+) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """The tokens with the highest mean NLL at the last checkpoint with token scores, over the examples of ``flt``
+    (its ``token`` ignored), aggregated in DuckDB.
+
+    Each example's ``nll`` and ``tokens`` lists are unnested together (element k of one with element k of the
+    other: the same token) and grouped by :func:`token_key` (whitespace-trimmed text). Tokens seen fewer than
+    ``min_count`` times are left out (a rare token's mean is noise).
+
+    Returns:
+        The frame ``token`` (the key), ``mean_nll``, ``count`` (occurrences), ``examples`` (holding it),
+        ``share_nll`` (its share of all the NLL counted), highest mean first (ties by token), at most ``limit``
+        rows; and a summary: ``checkpoint_id``, ``step``, ``fraction`` of that checkpoint (None without token
+        scores), ``examples`` and ``tokens`` counted, ``distinct`` tokens, ``kept`` (those with ``min_count``).
+    """
+    flt = Filter() if flt is None else flt
+    where, params = replace(flt, token="").where()
+    scope = "" if where == "TRUE" else f" AND example_id IN (SELECT example_id FROM example_view WHERE {where})"
+    cp = con.execute(
+        f"SELECT checkpoint_id, step, fraction FROM checkpoint_view WHERE checkpoint_id = {_last_token_checkpoint()}"
+    ).fetchone()
+    summary: dict[str, Any] = dict(zip(("checkpoint_id", "step", "fraction"), cp or (None, None, None)))
+    try:
+        # The key of each distinct token text, computed once per text and materialized (string functions on every
+        # occurrence would cost seconds on a large profile); then occurrences and NLL sum per (key, example).
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE _token_keys AS
+            SELECT tok, {token_key_sql("tok")} AS token
+            FROM (SELECT DISTINCT unnest(tokens) AS tok FROM token_view WHERE checkpoint_id = ?)
+            """,
+            [summary["checkpoint_id"]],
+        )
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE _hard_tokens AS
+            WITH occurrences AS (
+                SELECT example_id, unnest(tokens) AS tok, unnest(nll) AS nll FROM token_view
+                WHERE checkpoint_id = ?{scope}
+            ),
+            per_text AS (SELECT tok, example_id, count(*) AS n, sum(nll) AS s FROM occurrences GROUP BY ALL)
+            SELECT k.token, p.example_id, sum(p.n)::BIGINT AS n, sum(p.s) AS s
+            FROM per_text p JOIN _token_keys k USING (tok) WHERE k.token <> ''
+            GROUP BY ALL
+            """,
+            [summary["checkpoint_id"], *params],
+        )
+        n_examples, n_tokens, total, distinct, kept = con.execute(
+            """
+            SELECT count(DISTINCT example_id), coalesce(sum(n), 0)::BIGINT, sum(s), count(DISTINCT token),
+                   (SELECT count(*) FROM (SELECT token FROM _hard_tokens GROUP BY token HAVING sum(n) >= ?))
+            FROM _hard_tokens
+            """,
+            [int(min_count)],
+        ).fetchone()
+        frame = fetch_frame(
+            con,
+            """
+            SELECT token, sum(s) / sum(n) AS mean_nll, sum(n)::BIGINT AS count, count(*) AS examples,
+                   sum(s) / ? AS share_nll
+            FROM _hard_tokens GROUP BY token HAVING sum(n) >= ?
+            ORDER BY mean_nll DESC, token LIMIT ?
+            """,
+            [total or 1.0, int(min_count), int(limit)],
+        )
+    finally:
+        con.execute("DROP TABLE IF EXISTS _hard_tokens; DROP TABLE IF EXISTS _token_keys")
+    summary.update(examples=n_examples, tokens=n_tokens, distinct=distinct, kept=kept)
+    return frame, summary

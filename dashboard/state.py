@@ -106,6 +106,26 @@ def export_file(path: str, flt: Filter, split: str, fmt: str) -> tuple[bytes, in
 
 
 @st.cache_data(show_spinner=False)
+def token_checkpoints(path: str) -> pl.DataFrame:
+    return queries.token_checkpoints(cursor(path))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def example_tokens(path: str, example_id: str) -> dict | None:
+    return queries.example_tokens(cursor(path), example_id)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def token_texts(path: str, key: str) -> tuple[str, ...]:
+    return queries.token_texts(cursor(path), key)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def hard_tokens(path: str, flt: Filter, min_count: int, limit: int) -> tuple[pl.DataFrame, dict]:
+    return queries.hard_tokens(cursor(path), flt, min_count=min_count, limit=limit)
+
+
+@st.cache_data(show_spinner=False)
 def comparison(a: str, b: str):
     from profiler.table.compare import compare_tables
 
@@ -115,6 +135,13 @@ def comparison(a: str, b: str):
 # --- the global filter ----------------------------------------------------------------------------------------
 def selected_ids() -> tuple[str, ...] | None:
     return st.session_state.get("selected_ids")
+
+
+TOKEN_KEY = "token_filter"  # session state: the token chosen on the hard-tokens page (a queries.token_key)
+
+
+def chosen_token() -> str:
+    return st.session_state.get(TOKEN_KEY) or ""
 
 
 def filter_sidebar(path: str) -> Filter:
@@ -127,13 +154,18 @@ def filter_sidebar(path: str) -> Filter:
     statuses = sb.multiselect("Status", distinct_values(path, "status"), key="f_statuses")
     regions = sb.multiselect("Region", list(queries.REGION_NAMES), key="f_regions")
     conf_min, conf_max = _perplexity_slider(sb, ov["min_log_ppl"], ov["max_log_ppl"])
+    ifd_min, ifd_max = _ifd_slider(sb, ov["min_ifd"], ov["max_ifd"])
     search = sb.text_input("Search text or example id", key="f_search").strip()
     ids = selected_ids()
+    # The clear buttons act in callbacks, before the script runs again: the run they start no longer shows them.
     if ids is not None:
         sb.caption(f"{len(ids):,} examples selected on the semantic map")
-        if sb.button("Clear the map selection"):
-            st.session_state.pop("selected_ids", None)
-            ids = None
+        sb.button("Clear the map selection", on_click=_forget, args=("selected_ids",))
+    token = chosen_token()
+    if token:
+        sb.caption("Only examples holding this token (chosen on the hard-tokens page):")
+        sb.code(queries.visible_token(token), language=None)
+        sb.button("Clear the token filter", on_click=_forget, args=(TOKEN_KEY,))
     return Filter(
         splits=tuple(splits),
         sources=tuple(sources),
@@ -143,6 +175,10 @@ def filter_sidebar(path: str) -> Filter:
         conf_max=conf_max,
         search=search,
         ids=ids,
+        ifd_min=ifd_min,
+        ifd_max=ifd_max,
+        token=token,
+        token_texts=token_texts(path, token) if token else (),
     )
 
 
@@ -167,6 +203,33 @@ def _perplexity_slider(sb, lo: float | None, hi: float | None) -> tuple[float | 
         return None, None
     sb.caption(f"mean perplexity {10**a:,.4g} to {10**b:,.4g}")
     return -(10**b), -(10**a)
+
+
+def _forget(key: str) -> None:
+    st.session_state.pop(key, None)
+
+
+def _ifd_slider(sb, lo: float | None, hi: float | None) -> tuple[float | None, float | None]:
+    """The IFD filter, on the log10 scale (IFD often spans orders of magnitude below 1), where the profile has IFD
+    values, as IFD bounds; (None, None) for the full range, which keeps the examples without an IFD too."""
+    if lo is None or hi is None or lo <= 0 or hi <= lo:
+        return None, None
+    lo, hi = math.floor(math.log10(lo) * 100) / 100, math.ceil(math.log10(hi) * 100) / 100
+    a, b = sb.slider(
+        "log10 IFD (instruction-following difficulty)",
+        lo,
+        hi,
+        (lo, hi),
+        step=0.01,
+        key="f_ifd",
+        help="IFD = PPL(response | prompt) / PPL(response alone). Above 1 (log10 above 0), the prompt does not help "
+        "the model predict the response (Superfiltering drops those). The full range also keeps examples without "
+        "an IFD.",
+    )
+    if a <= lo and b >= hi:
+        return None, None
+    sb.caption(f"IFD {10**a:,.4g} to {10**b:,.4g}")
+    return 10**a, 10**b
 
 
 def current_filter() -> Filter:

@@ -1,5 +1,5 @@
 """Data map: mean perplexity against relative variability over the checkpoints (the dataset-cartography view),
-on scales where the bulk of examples spreads out, colored by cartography region or split."""
+on scales where the bulk of examples spreads out, colored by cartography region, split or IFD."""
 
 import streamlit as st
 
@@ -8,7 +8,8 @@ from dashboard import figures, state
 path = state.table_path()
 flt = state.current_filter()
 st.title("Data map")
-color = st.radio("Color by", ["region", "split"], horizontal=True, key="map_color")
+colors = ["region", "split"] + (["ifd"] if state.overview(path)["with_ifd"] else [])  # IFD where there is one
+color = st.radio("Color by", colors, horizontal=True, key="map_color")
 cap = st.slider("Points drawn at most", 1_000, 200_000, state.POINT_CAP, step=1_000, key="map_cap")
 points, total = state.sample_points(path, flt, cap, False)
 st.caption(

@@ -1,8 +1,71 @@
-"""Explorer: the filtered examples (filters in the sidebar), sortable, and one example in full."""
+"""Explorer: the filtered examples (filters in the sidebar), sortable, and one example in full: its response token by
+token (the NLL of each token at a checkpoint, or its change from the first to the last checkpoint), its messages and
+its scores per checkpoint."""
 
+import numpy as np
 import streamlit as st
 
-from dashboard import queries, state
+from dashboard import queries, state, tokens
+
+TOKEN_SCORES_HINT = (
+    "Profile or score with `--token-scores last` (each response token's NLL at the last checkpoint, the default of "
+    "this version) or `--token-scores all` (at every checkpoint, which also shows what the reference learned)."
+)
+
+
+def _fmt(value, spec: str = ".4g") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def token_view(path: str, example_id: str, status: str, mark: str) -> None:
+    """The response shaded token by token; a hint where the profile or the example has no token scores."""
+    if state.token_checkpoints(path).is_empty():
+        st.info("This profile has no token scores. " + TOKEN_SCORES_HINT)
+        return
+    data = state.example_tokens(path, example_id)
+    if data is None:
+        st.info(f"No token scores for this example (status: {status}).")
+        return
+    toks, nll, first, last = data["tokens"], data["nll"], data["first"], data["last"]
+    if any(len(v) != len(toks) for v in nll.values()):  # the table's contract says this cannot happen
+        st.warning(f"This example's token texts ({len(toks)}) do not match its token scores: not shown.")
+        return
+    cps = data["checkpoints"]
+    ids = cps["checkpoint_id"].to_list()
+    can_change = first != last and first in nll and last in nll
+    modes = ["NLL at a checkpoint"] + (["What the reference learned (last − first checkpoint)"] if can_change else [])
+    c1, c2 = st.columns([3, 2])
+    mode = c1.radio("Shade tokens by", modes, horizontal=True, key="tok_mode")
+    if mode == modes[0]:
+        labels = {
+            r["checkpoint_id"]: f"checkpoint {r['checkpoint_id']} · step {_fmt(r['step'], ',')}"
+            + ("" if r["fraction"] is None else f" · {r['fraction']:.0%} of the epoch")
+            for r in cps.iter_rows(named=True)
+        }
+        cid = c2.selectbox("Checkpoint", ids, index=len(ids) - 1, format_func=labels.get, key="tok_ckpt")
+        # One colour scale for all of the example's checkpoints, so switching checkpoints compares like with like.
+        vmax = tokens.robust_max(np.concatenate([np.asarray(v, dtype=np.float64) for v in nll.values()]))
+        st.html(tokens.nll_html(toks, nll[cid], vmax=vmax, mark=mark))
+        values = np.asarray(nll[cid], dtype=np.float64)
+        st.caption(
+            f"{len(toks):,} scored response tokens · mean NLL {values.mean():.3f} at {labels[cid]}"
+            + (
+                ""
+                if can_change
+                else " · the change from the first to the last checkpoint needs token scores at "
+                "both: score with `--token-scores all`"
+            )
+        )
+    else:
+        st.html(tokens.change_html(toks, nll[first], nll[last], mark=mark))
+        delta = tokens.token_change(nll[first], nll[last])
+        st.caption(
+            f"{len(toks):,} scored response tokens · NLL change from checkpoint {first} to {last}: mean "
+            f"{delta.mean():+.3f} · {int((delta < 0).sum()):,} tokens fell (learned), {int((delta > 0).sum()):,} rose"
+        )
+    if mark:
+        st.caption("Outlined: the tokens of the token filter (in the sidebar).")
+
 
 path = state.table_path()
 flt = state.current_filter()
@@ -16,21 +79,30 @@ n_pages = max(1, -(-total // page_size))
 page_no = st.number_input("Page", 1, n_pages, 1, key="ex_page") if n_pages > 1 else 1
 rows, _ = state.explore(path, flt, sort, descending, page_size, (page_no - 1) * page_size)
 st.caption(f"{total:,} examples match the filter · page {page_no} of {n_pages}")
+if rows["ifd"].null_count() == rows.height:
+    rows = rows.drop("ifd")  # a profile without IFD (older, or --no-ifd)
 st.dataframe(rows, hide_index=True, width="stretch")
 if rows.height:
     labels = {r["example_id"]: f"{r['example_id'][:16]} · {r['prompt'][:70]}" for r in rows.iter_rows(named=True)}
     chosen = st.selectbox("Example", list(labels), format_func=labels.get, key="ex_pick")
     detail = queries.example_detail(state.cursor(path), chosen)
     st.subheader(f"Example {chosen}")
-    meta_cols = st.columns(4)
+    meta_cols = st.columns([1.5, 1.2, 1, 0.8, 0.8])  # room for 'unconfident'
     meta_cols[0].metric("Split", detail["split"])
-    meta_cols[1].metric("Confidence", "-" if detail["confidence"] is None else f"{detail['confidence']:.4g}")
-    meta_cols[2].metric("Variability", "-" if detail["variability"] is None else f"{detail['variability']:.4g}")
-    meta_cols[3].metric("Rank", "-" if detail["rank"] is None else f"{detail['rank']:,}")
+    meta_cols[1].metric("Confidence", _fmt(detail["confidence"]))
+    meta_cols[2].metric("Variability", _fmt(detail["variability"]))
+    meta_cols[3].metric("Rank", _fmt(detail["rank"], ","))
+    meta_cols[4].metric("IFD", _fmt(detail["ifd"], ".3f"))
     st.caption(f"{detail['source_file']}, row {detail['file_row']} · status {detail['status']}")
     if detail["status_detail"]:
         st.warning(detail["status_detail"])
-    for m in detail["messages"] or []:
-        with st.chat_message("user" if m["role"] == "user" else "assistant" if m["role"] == "assistant" else "ai"):
-            st.text(m["content"])
-    st.dataframe(detail["scores"], hide_index=True)
+    tab_tokens, tab_messages, tab_scores = st.tabs(["Response tokens", "Messages", "Scores per checkpoint"])
+    with tab_tokens:
+        token_view(path, chosen, detail["status"], flt.token)
+    with tab_messages:
+        for m in detail["messages"] or []:
+            role = m["role"]
+            with st.chat_message("user" if role == "user" else "assistant" if role == "assistant" else "ai"):
+                st.text(m["content"])
+    with tab_scores:
+        st.dataframe(detail["scores"], hide_index=True)

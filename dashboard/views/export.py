@@ -13,7 +13,7 @@ data, n = state.export_file(path, flt, split, fmt)
 st.write(f"{n:,} {split} examples match the filter.")
 st.caption(
     "Each record is the original example's fields plus example_id, source, confidence, mean_nll, "
-    "variability, split and quantile_bin; most confident first."
+    "variability, split, quantile_bin and ifd (null where none); most confident first."
 )
 if n:
     st.download_button(

@@ -14,7 +14,8 @@ if not ov["embedded"]:
     st.info("This profile has no embedding map (profiled with --no-embed or --projection none).")
     st.stop()
 proj = ov["projection"] or {}
-color = st.radio("Color by", ["split", "region", "confidence"], horizontal=True, key="sem_color")
+colors = ["split", "region", "confidence"] + (["ifd"] if ov["with_ifd"] else [])
+color = st.radio("Color by", colors, horizontal=True, key="sem_color")
 cap = st.slider("Points drawn at most", 1_000, 200_000, state.POINT_CAP, step=1_000, key="sem_cap")
 points, total = state.sample_points(path, replace(flt, ids=None), cap, True)
 method = str(proj.get("method", "umap")).upper()

@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+import json
+import math
 import time
 from pathlib import Path
 
 import duckdb
+import numpy as np
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from benchmarks.synthetic import write_synthetic_profile
-from dashboard import COMPARE_ENV, TABLE_ENV
+from dashboard import COMPARE_ENV, TABLE_ENV, queries
+from dashboard.queries import token_key
 from tests.conftest import N_BAD, N_CHAT, N_FAQ
+from tests.dashboard.conftest import LONG_ID, N_INJECT, SCRIPT
+from tests.dashboard.test_tokens import (
+    TITLE_CHANGE,
+    check_token_html,
+    direct_hard_tokens,
+    direct_tokens,
+    expected_ranking,
+    inject_id,
+    parse_token_html,
+)
 
 APP = str(Path(__file__).parents[2] / "dashboard" / "app.py")
 N_OK = N_FAQ + N_CHAT
@@ -193,3 +208,135 @@ def test_no_table_gives_a_clear_message(monkeypatch):
     at = AppTest.from_file(APP, default_timeout=30)
     at.run()
     assert "sftmix dashboard run.duckdb" in at.error[0].value
+
+
+# --- token scores and IFD (schema 1.1) ----------------------------------------------------------------------------
+def test_explorer_token_view_shows_escaped_tokens_their_nll_and_the_change(monkeypatch, token_profile):
+    at = goto(app(monkeypatch, token_profile), "explorer")
+    at.sidebar.text_input(key="f_search").input("pwned").run()
+    assert "1 examples match the filter" in captions(at)
+    eid = inject_id(token_profile)
+    toks, nll = direct_tokens(token_profile, eid)
+    assert at.selectbox(key="ex_pick").value == eid
+    # Default: the NLL at the last checkpoint; every token escaped, in order, its NLL in its title.
+    assert len(at.html) == 1
+    check_token_html(at.html[0].value, toks, nll[2])
+    assert f"{len(toks)} scored response tokens · mean NLL {nll[2].astype(float).mean():.3f} at checkpoint 2" in (
+        captions(at)
+    )
+    assert any(SCRIPT in t.value for t in at.text)  # the messages tab shows it as text too
+    at.selectbox(key="tok_ckpt").set_value(0).run()
+    check_token_html(at.html[0].value, toks, nll[0])
+    # What the reference learned: last minus first.
+    modes = at.radio(key="tok_mode").options
+    assert modes == ["NLL at a checkpoint", "What the reference learned (last − first checkpoint)"]
+    at.radio(key="tok_mode").set_value(modes[1]).run()
+    assert not at.exception
+    spans = parse_token_html(at.html[0].value).spans
+    assert [s["text"] for s in spans] == toks
+    delta = [float(TITLE_CHANGE.match(s["title"])["d"]) for s in spans]
+    assert np.allclose(delta, nll[2].astype(float) - nll[0].astype(float), atol=5e-4)
+    expected = nll[2].astype(float) - nll[0].astype(float)
+    assert f"mean {expected.mean():+.3f} · {int((expected < 0).sum())} tokens fell (learned)" in captions(at)
+    # IFD, as a metric and a column.
+    con = duckdb.connect(str(token_profile), read_only=True)
+    ifd = dict(con.execute("SELECT example_id, ifd FROM ifd").fetchall())
+    con.close()
+    assert metrics(at)["IFD"] == f"{ifd[eid]:.3f}"
+    at.sidebar.text_input(key="f_search").input("").run()
+    at.selectbox(key="ex_sort").set_value("ifd").run()
+    at.toggle(key="ex_desc").set_value(True).run()
+    table = at.dataframe[0].value
+    assert list(table["ifd"].dropna()) == pytest.approx(sorted(ifd.values(), reverse=True))
+
+
+def test_hard_tokens_page_ranks_tokens_and_filters_the_explorer(monkeypatch, token_profile):
+    at = goto(app(monkeypatch, token_profile), "hard_tokens")
+    assert at.title[0].value == "Hard tokens"
+    expected = expected_ranking(direct_hard_tokens(token_profile, 2), 5)
+    table = at.dataframe[0].value
+    assert list(table["token"]) == [queries.visible_token(k) for k, _, _ in expected][:50]
+    assert table["mean_nll"][0] == pytest.approx(expected[0][1], rel=1e-6)  # the top token and its mean
+    assert list(table["count"]) == [n for _, _, n in expected][:50]
+    assert f"{len(expected)} of " in captions(at) and "at checkpoint 2" in captions(at)
+    at.number_input(key="ht_min").set_value(20).run()
+    at20 = expected_ranking(direct_hard_tokens(token_profile, 2), 20)
+    assert list(at.dataframe[0].value["token"]) == [queries.visible_token(k) for k, _, _ in at20]
+    assert min(at.dataframe[0].value["count"]) >= 20
+    # Choosing a token filters the explorer to the examples that hold it.
+    top = at20[0][0]
+    con = duckdb.connect(str(token_profile), read_only=True)
+    holding = {e for e, toks in con.execute("SELECT * FROM example_tokens").fetchall() if top in map(token_key, toks)}
+    con.close()
+    at.selectbox(key="ht_pick").set_value(top)
+    at.button(key="ht_go").click().run()
+    assert not at.exception and at.title[0].value == "Explorer"
+    assert f"{len(holding)} examples match the filter" in captions(at)
+    assert set(at.dataframe[0].value["example_id"]) == holding
+    assert at.sidebar.code[0].value == queries.visible_token(top)
+    spans = parse_token_html(at.html[0].value).spans  # the token is outlined in the token view
+    assert [s["cls"] == "hit" for s in spans] == [token_key(s["text"]) == top for s in spans]
+    assert any(s["cls"] == "hit" for s in spans)
+    at.switch_page("views/explorer.py")  # where the browser now is (AppTest keeps its own page between runs)
+    next(b for b in at.sidebar.button if b.label == "Clear the token filter").click().run()
+    assert f"{N_OK + N_BAD + N_INJECT} examples match the filter" in captions(at)
+    assert not at.sidebar.code and not any(s["cls"] for s in parse_token_html(at.html[0].value).spans)
+
+
+def test_ifd_colours_the_data_map_and_filters(monkeypatch, token_profile):
+    con = duckdb.connect(str(token_profile), read_only=True)
+    ifd = dict(con.execute("SELECT example_id, ifd FROM ifd").fetchall())
+    con.close()
+    at = goto(app(monkeypatch, token_profile), "data_map")
+    assert at.radio(key="map_color").options == ["region", "split", "ifd"]
+    at.radio(key="map_color").set_value("ifd").run()
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    traces = {t["name"]: t for t in spec["data"]}
+    colored = traces["IFD"]
+    ids = [c[0] for c in colored["customdata"]]
+    assert sorted(ids) == sorted(ifd)
+    assert colored["marker"]["color"] == pytest.approx([math.log10(ifd[i]) for i in ids])
+    assert len(traces.get("no IFD", {"x": []})["x"]) == N_OK + N_INJECT - len(ifd)
+    # The colour axis (log10 IFD) runs from the 5th percentile to IFD 1 at least: most points get distinct colours.
+    axis = colored["marker"]
+    logs = sorted(math.log10(v) for v in ifd.values())
+    assert axis["cmin"] == pytest.approx(min(logs[int(0.05 * (len(logs) - 1))], axis["cmax"] - 0.3))
+    assert axis["cmax"] >= 0 and sum(axis["cmin"] <= v <= axis["cmax"] for v in logs) >= 0.9 * len(logs)
+    # The sidebar filter, on the log10 scale.
+    slider = at.sidebar.slider(key="f_ifd")
+    logs = [math.log10(v) for v in ifd.values()]
+    assert slider.min <= min(logs) and max(logs) <= slider.max
+    cut = round(float(np.median(logs)), 2)
+    slider.set_value((slider.min, cut)).run()
+    n = sum(v <= 10**cut for v in ifd.values())
+    assert f"Showing {n} of {n} scored examples" in captions(at)
+    assert f"IFD {10**slider.min:,.4g} to {10**cut:,.4g}" in "\n".join(c.value for c in at.sidebar.caption)
+
+
+def test_pages_of_a_profile_without_token_scores(monkeypatch, old_profile):
+    at = goto(app(monkeypatch, old_profile), "explorer")
+    assert "--token-scores last" in at.info[0].value and "--token-scores all" in at.info[0].value
+    assert "ifd" not in at.dataframe[0].value.columns and metrics(at)["IFD"] == "-"
+    assert "f_ifd" not in [s.key for s in at.sidebar.slider]
+    goto(at, "hard_tokens")
+    assert "no token scores" in at.info[0].value and "--token-scores" in at.info[0].value
+    goto(at, "data_map")
+    assert at.radio(key="map_color").options == ["region", "split"]
+
+
+def test_a_2000_token_response_renders_within_1s(monkeypatch, long_profile):
+    at = goto(app(monkeypatch, long_profile), "explorer")
+    toks, nll = direct_tokens(long_profile, LONG_ID)
+    at.selectbox(key="ex_pick").set_value(LONG_ID)
+    t0 = time.perf_counter()
+    at.run()
+    t_nll = time.perf_counter() - t0
+    assert not at.exception
+    check_token_html(at.html[0].value, toks, nll[2])
+    at.radio(key="tok_mode").set_value(at.radio(key="tok_mode").options[1])
+    t0 = time.perf_counter()
+    at.run()
+    t_change = time.perf_counter() - t0
+    assert len(parse_token_html(at.html[0].value).spans) == 2000
+    print(f"2,000-token explorer page: NLL view {t_nll:.2f}s, change view {t_change:.2f}s")
+    assert t_nll < 1.0 and t_change < 1.0

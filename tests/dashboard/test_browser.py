@@ -6,16 +6,20 @@ Chromium): then a missing browser fails. Screenshots go to ``$SFTMIX_ARTIFACTS``
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from dashboard.launch import free_port
-from tests.conftest import N_BAD, N_FAQ
+from tests.conftest import N_BAD, N_CHAT, N_FAQ
+from tests.dashboard.conftest import N_INJECT, SCRIPT
 from tests.dashboard.test_launch import SFTMIX, start_server, stop_group, wait_healthy
+from tests.dashboard.test_tokens import direct_tokens, inject_id
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -30,18 +34,31 @@ from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 
-@pytest.fixture
-def server(small_profile, tmp_path):
-    """`sftmix dashboard` on a free port, in a process group of its own that the teardown stops entirely."""
+@contextmanager
+def serve(table: Path, tmp_path: Path):
+    """`sftmix dashboard` on a free port, in a process group of its own that the exit stops entirely."""
     port = free_port()
     log = tmp_path / "server.log"
-    proc = start_server([*SFTMIX, "dashboard", str(small_profile), "--port", str(port)], log)
+    proc = start_server([*SFTMIX, "dashboard", str(table), "--port", str(port)], log)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(url, proc, log)
         yield url
     finally:
         stop_group(proc)
+
+
+@pytest.fixture
+def server(small_profile, tmp_path):
+    with serve(small_profile, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+def token_server(token_profile, tmp_path):
+    """The dashboard on the profile with token scores at every checkpoint, IFD, and an example holding a script."""
+    with serve(token_profile, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture
@@ -105,6 +122,11 @@ def test_dashboard_in_chromium(server, browser, tmp_path):
     WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot"))
     screenshot(browser, "dashboard_overview.png", tmp_path)
 
+    # The default page's own URL opens it too (Streamlit serves the default page at "/").
+    browser.get(server + "/overview")
+    body = wait_for_text(browser, "Overview", "Examples", "Sources")
+    assert "Page not found" not in body and f"Examples\n{N_FAQ + 10 + N_BAD}" in body
+
     browser.get(server + "/semantic_map")
     wait_for_text(browser, "Semantic map", "UMAP of mean-pooled final hidden states", "showing 30 of 30")
     WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot canvas"))
@@ -120,3 +142,47 @@ def test_dashboard_in_chromium(server, browser, tmp_path):
     browser.get(server + "/explorer")
     wait_for_text(browser, "31 examples match the filter")
     print(f"first page rendered in {first_page:.1f}s")
+
+
+def scroll_to(driver, element) -> None:
+    driver.execute_script("arguments[0].scrollIntoView({block: 'start'});", element)
+    time.sleep(0.3)
+
+
+def test_token_view_shows_injected_html_as_text(token_server, token_profile, browser, tmp_path):
+    """An example whose response holds a <script> (setting the title and window.__pwned), <b> and an <img onerror>:
+    the token view shows them as text, and none of them runs or becomes an element."""
+    browser.get(token_server + "/explorer")
+    wait_for_text(browser, "Explorer", f"{N_FAQ + N_CHAT + N_BAD + N_INJECT} examples match the filter")
+    box = wait_for_element(browser, "input[aria-label='Search text or example id']")
+    box.send_keys("pwned", Keys.ENTER)
+    wait_for_text(browser, "1 examples match the filter", "Response tokens")
+    view = wait_for_element(browser, ".sftmix-tokens")
+    WebDriverWait(browser, 30).until(lambda d: SCRIPT in d.find_element(By.CSS_SELECTOR, ".sftmix-tokens").text)
+    view = browser.find_element(By.CSS_SELECTOR, ".sftmix-tokens")
+    assert "<b>bold</b>" in view.text and '<img src=x onerror="window.__pwned=2">' in view.text
+    assert "pwned" not in browser.title
+    assert browser.execute_script("return window.__pwned === undefined && !document.querySelector('img[src=x]')")
+    assert not view.find_elements(By.CSS_SELECTOR, "script, b, img")
+    # One span per token, in order, with the token and its NLL in its title (the tooltip); whitespace kept.
+    toks, nll = direct_tokens(token_profile, inject_id(token_profile))
+    spans = view.find_elements(By.CSS_SELECTOR, "span[title]")
+    assert len(spans) == len(toks)
+    first = spans[0].get_attribute("title")
+    assert first.startswith(json.dumps(toks[0], ensure_ascii=False) + f" · NLL {nll[2][0]:.3f}")
+    assert browser.execute_script("return getComputedStyle(arguments[0]).whiteSpace", view) == "pre-wrap"
+    scroll_to(browser, browser.find_element(By.XPATH, "//*[contains(text(), 'Shade tokens by')]"))
+    screenshot(browser, "dashboard_token_view.png", tmp_path)
+    # What the reference learned: the change from the first to the last checkpoint.
+    browser.find_element(By.XPATH, "//label[contains(., 'What the reference learned')]").click()
+    WebDriverWait(browser, 30).until(
+        lambda d: "Δ NLL" in (d.find_element(By.CSS_SELECTOR, ".sftmix-tokens span[title]").get_attribute("title"))
+    )
+    assert "pwned" not in browser.title and browser.execute_script("return window.__pwned === undefined")
+    scroll_to(browser, browser.find_element(By.XPATH, "//*[contains(text(), 'Shade tokens by')]"))
+    screenshot(browser, "dashboard_token_change.png", tmp_path)
+
+    browser.get(token_server + "/hard_tokens")
+    wait_for_text(browser, "Hard tokens", "distinct tokens seen at least 5 times")
+    WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot"))
+    screenshot(browser, "dashboard_hard_tokens.png", tmp_path)
