@@ -201,9 +201,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sftmix {command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        _close_progress_bars()
-        print(f"\nsftmix {command}: {_interrupted(command, cfgs)}", file=sys.stderr)
-        return 130
+        return _on_interrupt(command, cfgs)
+    except Exception as e:
+        if not _is_interrupted_query(e):
+            raise
+        return _on_interrupt(command, cfgs)
+
+
+def _is_interrupted_query(e: BaseException) -> bool:
+    """Ctrl-C during a DuckDB statement: DuckDB cancels the statement (its transaction is rolled back) and raises
+    its own error instead of ``KeyboardInterrupt``: ``InterruptException``, ``RuntimeError("Query interrupted")``,
+    or, when the interrupt came while it read a registered frame, an error quoting ``KeyboardInterrupt``."""
+    duckdb = sys.modules.get("duckdb")
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        if duckdb is not None and isinstance(e, getattr(duckdb, "InterruptException", ())):
+            return True
+        if isinstance(e, RuntimeError) and str(e).strip() == "Query interrupted":
+            return True
+        if duckdb is not None and isinstance(e, duckdb.Error) and "KeyboardInterrupt" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _on_interrupt(command: str, cfgs: Sequence[Any]) -> int:
+    _close_progress_bars()
+    print(f"\nsftmix {command}: {_interrupted(command, cfgs)}", file=sys.stderr)
+    return 130
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ directory, an empty file) is refused before anything is opened for writing, so i
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -224,7 +225,11 @@ class TableWriter:
                 con.execute("BEGIN TRANSACTION")
 
             def __exit__(self, exc_type, exc, tb):
-                con.execute("ROLLBACK" if exc_type else "COMMIT")
+                if exc_type is None:
+                    con.execute("COMMIT")  # Ctrl-C here cancels it: DuckDB rolls back and raises
+                    return False
+                with contextlib.suppress(duckdb.Error):  # never hide the error that ends the transaction
+                    con.execute("ROLLBACK")
                 return False
 
         return _Tx()
@@ -387,8 +392,12 @@ class TableWriter:
         try:
             target = f"{table} ({columns})" if columns else table
             self.con.execute(f"INSERT OR IGNORE INTO {target} SELECT * FROM new_rows")
-        finally:
-            self.con.unregister("new_rows")
+        except BaseException:
+            # In an aborted transaction (e.g. Ctrl-C cancelled the INSERT) unregistering fails too: keep the cause.
+            with contextlib.suppress(duckdb.Error):
+                self.con.unregister("new_rows")
+            raise
+        self.con.unregister("new_rows")
 
     @staticmethod
     def _score_frames(
