@@ -194,6 +194,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as e:  # --help, or a bad flag (already reported in one line)
         return e.code if isinstance(e.code, int) else 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    if not getattr(sys.unraisablehook, "sftmix_quiet", False):  # main() may run many times in one process
+        sys.unraisablehook = _quiet_interrupts(sys.unraisablehook)
     try:
         cfgs = build(COMMANDS[command].classes(), args)
         return COMMANDS[command].run(*cfgs)
@@ -206,6 +208,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not _is_interrupted_query(e):
             raise
         return _on_interrupt(command, cfgs)
+
+
+def _quiet_interrupts(hook: Callable[[Any], None]) -> Callable[[Any], None]:
+    """An unraisable-exception hook that prints nothing for Ctrl-C landing where Python cannot raise it (a finalizer,
+    or a callback DuckDB makes while reading a registered frame, which then raises its own interrupt error)."""
+
+    def quiet(unraisable) -> None:
+        if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+            hook(unraisable)
+
+    quiet.sftmix_quiet = True
+    return quiet
 
 
 def _is_interrupted_query(e: BaseException) -> bool:
