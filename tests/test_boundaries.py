@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from profiler.table.schema import TABLES
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # What trainer_plugin and dashboard may import from profiler (and their submodules).
@@ -24,17 +26,7 @@ PENDING_IMPORTS: dict[str, str] = {}
 # Modules with SQL over the schema outside profiler/table/, and what replaces it.
 PENDING_SQL: dict[str, str] = {}
 
-SCHEMA_TABLES = (
-    "meta",
-    "examples",
-    "checkpoints",
-    "scores",
-    "confidence",
-    "embeddings",
-    "token_scores",
-    "example_tokens",
-    "ifd",
-)
+SCHEMA_TABLES = TABLES  # the schema's own list, so a new table is scanned for too
 SQL_OVER_SCHEMA = re.compile(rf"\b(FROM|INTO|UPDATE|JOIN)\s+({'|'.join(SCHEMA_TABLES)})\b", re.IGNORECASE)
 
 
