@@ -29,6 +29,7 @@ if not (CHROMIUM and CHROMEDRIVER):
     pytest.skip("needs Debian's chromium and chromium-driver", allow_module_level=True)
 
 webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -83,13 +84,25 @@ def browser(tmp_path):
     driver.quit()
 
 
+def until(driver, condition, timeout: float = 30):
+    """``condition(driver)`` once it is truthy. Streamlit redraws elements on every rerun, so an element found a
+    moment ago can be gone when it is read: such a read is tried again, not reported (an AssertionError still fails
+    at once)."""
+    return WebDriverWait(
+        driver,
+        timeout,
+        poll_frequency=0.25,
+        ignored_exceptions=(NoSuchElementException, StaleElementReferenceException),
+    ).until(condition)
+
+
 def wait_for_text(driver, *texts: str, timeout: float = 45) -> str:
     def ready(d):
         body = d.find_element(By.TAG_NAME, "body").text
         return body if all(t in body for t in texts) else False
 
     try:
-        return WebDriverWait(driver, timeout, poll_frequency=0.25).until(ready)
+        return until(driver, ready, timeout)
     except Exception:
         pytest.fail(f"page never showed {texts}; it shows:\n{driver.find_element(By.TAG_NAME, 'body').text}")
 
@@ -97,9 +110,7 @@ def wait_for_text(driver, *texts: str, timeout: float = 45) -> str:
 def wait_for_element(driver, css: str, timeout: float = 45):
     """The first element matching ``css``, once the page has drawn it (the sidebar can come after the body)."""
     try:
-        return WebDriverWait(driver, timeout, poll_frequency=0.25).until(
-            lambda d: (found := d.find_elements(By.CSS_SELECTOR, css)) and found[0]
-        )
+        return until(driver, lambda d: (found := d.find_elements(By.CSS_SELECTOR, css)) and found[0], timeout)
     except Exception:
         pytest.fail(f"page never drew {css!r}; it shows:\n{driver.find_element(By.TAG_NAME, 'body').text}")
 
@@ -119,7 +130,7 @@ def test_dashboard_in_chromium(server, browser, tmp_path):
     first_page = time.perf_counter() - t0
     # Metrics render as text (tables are drawn on a canvas, so they are checked through AppTest instead).
     assert f"Examples\n{N_FAQ + 10 + N_BAD}\nScored\n{N_FAQ + 10}\nConfident\n15\nUnconfident\n15" in body
-    WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot"))
+    until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot"))
     screenshot(browser, "dashboard_overview.png", tmp_path)
 
     # The default page's own URL opens it too (Streamlit serves the default page at "/").
@@ -129,14 +140,13 @@ def test_dashboard_in_chromium(server, browser, tmp_path):
 
     browser.get(server + "/semantic_map")
     wait_for_text(browser, "Semantic map", "UMAP of mean-pooled final hidden states", "showing 30 of 30")
-    WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot canvas"))
+    until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot canvas"))
     screenshot(browser, "dashboard_semantic_map.png", tmp_path)
 
     # SQL-looking search text in the sidebar is just text: one match, no error, the table intact afterwards.
     browser.get(server + "/explorer")
     wait_for_text(browser, "Explorer", "31 examples match the filter")
-    box = wait_for_element(browser, "input[aria-label='Search text or example id']")
-    box.send_keys("'; DROP TABLE examples; --", Keys.ENTER)
+    type_into(browser, "input[aria-label='Search text or example id']", "'; DROP TABLE examples; --", Keys.ENTER)
     body = wait_for_text(browser, "1 examples match the filter")
     assert "Error" not in body and "Traceback" not in body
     browser.get(server + "/explorer")
@@ -144,9 +154,20 @@ def test_dashboard_in_chromium(server, browser, tmp_path):
     print(f"first page rendered in {first_page:.1f}s")
 
 
-def scroll_to(driver, element) -> None:
-    driver.execute_script("arguments[0].scrollIntoView({block: 'start'});", element)
+def scroll_to(driver, xpath: str) -> None:
+    """Scroll the element at ``xpath`` to the top (found again if a rerun replaced it in between)."""
+    until(
+        driver,
+        lambda d: d.execute_script(
+            "arguments[0].scrollIntoView({block: 'start'}); return true;", d.find_element(By.XPATH, xpath)
+        ),
+    )
     time.sleep(0.3)
+
+
+def type_into(driver, css: str, *keys: str) -> None:
+    wait_for_element(driver, css)
+    until(driver, lambda d: d.find_element(By.CSS_SELECTOR, css).send_keys(*keys) or True)
 
 
 def test_token_view_shows_injected_html_as_text(token_server, token_profile, browser, tmp_path):
@@ -154,35 +175,42 @@ def test_token_view_shows_injected_html_as_text(token_server, token_profile, bro
     the token view shows them as text, and none of them runs or becomes an element."""
     browser.get(token_server + "/explorer")
     wait_for_text(browser, "Explorer", f"{N_FAQ + N_CHAT + N_BAD + N_INJECT} examples match the filter")
-    box = wait_for_element(browser, "input[aria-label='Search text or example id']")
-    box.send_keys("pwned", Keys.ENTER)
+    type_into(browser, "input[aria-label='Search text or example id']", "pwned", Keys.ENTER)
     wait_for_text(browser, "1 examples match the filter", "Response tokens")
-    view = wait_for_element(browser, ".sftmix-tokens")
-    WebDriverWait(browser, 30).until(lambda d: SCRIPT in d.find_element(By.CSS_SELECTOR, ".sftmix-tokens").text)
-    view = browser.find_element(By.CSS_SELECTOR, ".sftmix-tokens")
-    assert "<b>bold</b>" in view.text and '<img src=x onerror="window.__pwned=2">' in view.text
-    assert "pwned" not in browser.title
-    assert browser.execute_script("return window.__pwned === undefined && !document.querySelector('img[src=x]')")
-    assert not view.find_elements(By.CSS_SELECTOR, "script, b, img")
-    # One span per token, in order, with the token and its NLL in its title (the tooltip); whitespace kept.
+    until(browser, lambda d: SCRIPT in d.find_element(By.CSS_SELECTOR, ".sftmix-tokens").text)
     toks, nll = direct_tokens(token_profile, inject_id(token_profile))
-    spans = view.find_elements(By.CSS_SELECTOR, "span[title]")
-    assert len(spans) == len(toks)
-    first = spans[0].get_attribute("title")
-    assert first.startswith(json.dumps(toks[0], ensure_ascii=False) + f" · NLL {nll[2][0]:.3f}")
-    assert browser.execute_script("return getComputedStyle(arguments[0]).whiteSpace", view) == "pre-wrap"
-    scroll_to(browser, browser.find_element(By.XPATH, "//*[contains(text(), 'Shade tokens by')]"))
+
+    def view_is_inert_text(d) -> bool:
+        view = d.find_element(By.CSS_SELECTOR, ".sftmix-tokens")
+        assert "<b>bold</b>" in view.text and '<img src=x onerror="window.__pwned=2">' in view.text
+        assert "pwned" not in d.title
+        assert d.execute_script("return window.__pwned === undefined && !document.querySelector('img[src=x]')")
+        assert not view.find_elements(By.CSS_SELECTOR, "script, b, img")
+        # One span per token, in order, with the token and its NLL in its title (the tooltip); whitespace kept.
+        spans = view.find_elements(By.CSS_SELECTOR, "span[title]")
+        assert len(spans) == len(toks)
+        first = spans[0].get_attribute("title")
+        assert first.startswith(json.dumps(toks[0], ensure_ascii=False) + f" · NLL {nll[2][0]:.3f}")
+        assert d.execute_script("return getComputedStyle(arguments[0]).whiteSpace", view) == "pre-wrap"
+        return True
+
+    until(browser, view_is_inert_text)
+    scroll_to(browser, "//*[contains(text(), 'Shade tokens by')]")
     screenshot(browser, "dashboard_token_view.png", tmp_path)
     # What the reference learned: the change from the first to the last checkpoint.
-    browser.find_element(By.XPATH, "//label[contains(., 'What the reference learned')]").click()
-    WebDriverWait(browser, 30).until(
-        lambda d: "Δ NLL" in (d.find_element(By.CSS_SELECTOR, ".sftmix-tokens span[title]").get_attribute("title"))
+    until(
+        browser,
+        lambda d: d.find_element(By.XPATH, "//label[contains(., 'What the reference learned')]").click() or True,
+    )
+    until(
+        browser,
+        lambda d: "Δ NLL" in d.find_element(By.CSS_SELECTOR, ".sftmix-tokens span[title]").get_attribute("title"),
     )
     assert "pwned" not in browser.title and browser.execute_script("return window.__pwned === undefined")
-    scroll_to(browser, browser.find_element(By.XPATH, "//*[contains(text(), 'Shade tokens by')]"))
+    scroll_to(browser, "//*[contains(text(), 'Shade tokens by')]")
     screenshot(browser, "dashboard_token_change.png", tmp_path)
 
     browser.get(token_server + "/hard_tokens")
     wait_for_text(browser, "Hard tokens", "distinct tokens seen at least 5 times")
-    WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot"))
+    until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot"))
     screenshot(browser, "dashboard_hard_tokens.png", tmp_path)
