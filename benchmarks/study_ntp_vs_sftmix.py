@@ -80,7 +80,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--profile", help="an existing confidence table (skips profiling)")
     p.add_argument("--model", help="target model (default: the packaged SmolLM2-135M-Instruct)")
     p.add_argument("--reference", help="reference model for profiling (default: the packaged SmolLM2-135M-Instruct)")
-    p.add_argument("--n-examples", default=None, help="examples to profile, half FAQ half dialogs, or 'all'")
+    p.add_argument(
+        "--n-examples",
+        default=None,
+        help="examples to profile, half FAQ half dialogs, or 'all' (default 96 on CPU, all on cuda)",
+    )
     p.add_argument("--n-checkpoints", type=int, default=3, help="reference checkpoints C (>= 3)")
     p.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated subset of {', '.join(ARMS)}")
     p.add_argument("--seeds", type=int, default=None, help="seeds per arm (default 3 on CPU, 5 on cuda)")
@@ -88,11 +92,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=8, help="examples per step (half confident, half not)")
     p.add_argument("--lr", type=float, default=None, help="fixed learning rate (skips the sweep)")
     p.add_argument(
-        "--sweep-lr", default=None, help="learning rates tried on ntp (default 1e-5,3e-5,1e-4; x10 with LoRA)"
+        "--sweep-lr",
+        default=None,
+        help="learning rates tried on ntp (default 1e-5,3e-5,1e-4; 3e-4,1e-3,3e-3 with LoRA)",
     )
     p.add_argument("--lora", action=argparse.BooleanOptionalAction, default=None, help="default: on CPU, off on cuda")
     p.add_argument("--lora-r", type=int, default=16)
-    p.add_argument("--max-length", type=int, default=None, help="default 256 on CPU, 1024 on cuda")
+    p.add_argument("--max-length", type=int, default=None, help="default 128 on CPU, 1024 on cuda")
     p.add_argument("--eval-fraction", type=float, default=0.2)
     p.add_argument("--out", default=str(DEFAULT_OUT), help="the JSON to write (the figure goes beside it)")
     p.add_argument("--workdir", help="where the profile and training runs go (default: a temporary directory)")
@@ -104,12 +110,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     full = args.device.startswith("cuda")
-    args.n_examples = args.n_examples or ("all" if full else "800")
+    args.n_examples = args.n_examples or ("all" if full else "96")
     args.seeds = args.seeds or (5 if full else 3)
     args.lora = (not full) if args.lora is None else args.lora
-    args.max_length = args.max_length or (1024 if full else 256)
+    args.max_length = args.max_length or (1024 if full else 128)
     if args.sweep_lr is None:
-        args.sweep_lr = "1e-4,3e-4,1e-3" if args.lora else "1e-5,3e-5,1e-4"
+        args.sweep_lr = "3e-4,1e-3,3e-3" if args.lora else "1e-5,3e-5,1e-4"
     args.arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     unknown = [a for a in args.arms if a not in ARMS]
     if unknown or "ntp" not in args.arms:
@@ -173,6 +179,8 @@ def make_profile(args, work: Path) -> str:
         truncate=True,
         on_error="skip",
         embed=False,
+        token_scores="none",  # the study needs per-example confidence only
+        ifd=False,
         progress=False,
     )
     ft = FinetuneConfig(n_checkpoints=args.n_checkpoints, lora=args.lora, seed=0, keep_checkpoints="none")

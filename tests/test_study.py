@@ -67,3 +67,43 @@ def test_study_smoke(tiny_llama, profile, tmp_path):  # noqa: F811
     assert {(row["arm"], row["split"]) for row in res["summary"]} == {
         (a, sp) for a in arms for sp in ("all", "confident", "unconfident")
     }
+
+
+def _runs(final: dict[tuple[str, int], float]) -> list[dict]:
+    """Runs with epoch 0 at 9.0 and the given final (epoch 1) NLL, the same on every split."""
+    return [
+        {"arm": arm, "seed": seed, "epoch": epoch, "split": split, "heldout_nll": 9.0 if epoch == 0 else value}
+        for (arm, seed), value in final.items()
+        for epoch in (0, 1)
+        for split in ("all", "confident", "unconfident")
+    ]
+
+
+def test_summary_pairs_each_seed_with_its_own_ntp_run():
+    """The difference against ntp is taken seed by seed: a seed that is worse for both arms cancels out."""
+    study = _study()
+    final = {
+        ("ntp", 0): 2.0,
+        ("ntp", 1): 3.0,
+        ("ntp", 2): 4.0,
+        ("sftmix", 0): 1.9,
+        ("sftmix", 1): 2.9,
+        ("sftmix", 2): 3.9,
+    }
+    rows = {(r["split"], r["arm"]): r for r in study.summary(_runs(final), ["ntp", "sftmix"], [0, 1, 2])}
+    mix = rows[("all", "sftmix")]
+    assert math.isclose(mix["mean"], 2.9) and math.isclose(mix["std"], 1.0)  # ddof=1 over the three seeds
+    assert math.isclose(mix["diff_mean"], -0.1) and mix["diff_std"] < 1e-12  # paired: the seed spread cancels
+    assert rows[("all", "ntp")]["diff_mean"] == 0 and mix["n_seeds"] == 3
+    assert {split for split, _ in rows} == {"all", "confident", "unconfident"}
+
+
+def test_figure_is_a_png_with_one_panel_per_split(tmp_path):
+    import matplotlib.image
+
+    study = _study()
+    final = {(arm, seed): 2.0 + 0.1 * seed for arm in ("ntp", "sftmix") for seed in (0, 1)}
+    path = study.plot(_runs(final), ["ntp", "sftmix"], tmp_path / "fig.png")
+    assert path == str(tmp_path / "fig.png")
+    height, width, _ = matplotlib.image.imread(path).shape
+    assert (width, height) == (15 * 120, 4 * 120)  # three 5-inch panels side by side at 120 dpi
