@@ -35,7 +35,8 @@ defaults to the full setting: all the packaged data, 5 seeds, full fine-tuning, 
 
 Outputs ``benchmarks/results/ntp_vs_sftmix.json`` (``--out``): ``setup`` (every setting, versions, machine),
 ``runs`` (arm, seed, epoch, split, heldout_nll), ``confidence_std`` (arm, seed, value); the figure
-``ntp_vs_sftmix.png`` beside it; and a table of the final held-out NLL on stdout.
+``ntp_vs_sftmix.png`` and the README's tables ``ntp_vs_sftmix.md`` beside it; and the tables on stdout.
+``--report results.json`` redraws the figure and tables of a finished study without training.
 """
 
 from __future__ import annotations
@@ -104,7 +105,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--workdir", help="where the profile and training runs go (default: a temporary directory)")
     p.add_argument("--debug-pairs", action="store_true", help="store every run's pairs (example ids) in the JSON")
     p.add_argument("--no-figure", action="store_true")
+    p.add_argument("--report", metavar="JSON", help="only print the tables and redraw the figure of a finished study")
     args = p.parse_args(argv)
+    if args.report:
+        return args
     if args.device == "auto":
         import torch
 
@@ -340,8 +344,62 @@ def print_table(rows: list[dict], stds: list[dict]) -> None:
         print(f"  {arm:22s} {np.mean(v):10.4f}  (seeds: {', '.join(f'{x:.4f}' for x in v)})")
 
 
+def markdown(out: dict) -> str:
+    """The README's tables: final held-out NLL per split and arm (mean ± std over seeds, the paired difference
+    against ntp and in how many seeds the arm beat ntp), and the std of confidence per arm against ntp's."""
+    setup, rows = out["setup"], out["summary"]
+    seeds = setup["seeds"]
+    last = max(r["epoch"] for r in out["runs"])
+    final = {(r["arm"], r["seed"], r["split"]): r["heldout_nll"] for r in out["runs"] if r["epoch"] == last}
+    lines = [
+        f"| split | arm | held-out NLL after epoch {last:g} (mean ± std, {len(seeds)} seeds) | minus ntp (paired) "
+        "| seeds below ntp |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if r["arm"] == "ntp":
+            diff = wins = "-"
+        else:
+            diff = f"{r['diff_mean']:+.4f} ± {r['diff_std']:.4f}"
+            n_won = sum(final[(r["arm"], s, r["split"])] < final[("ntp", s, r["split"])] for s in seeds)
+            wins = f"{n_won}/{len(seeds)}"
+        lines.append(f"| {r['split']} | {r['arm']} | {r['mean']:.4f} ± {r['std']:.4f} | {diff} | {wins} |")
+    std = {(c["arm"], c["seed"]): c["value"] for c in out["confidence_std"]}
+    arms = list(dict.fromkeys(c["arm"] for c in out["confidence_std"]))
+    lines += [
+        "",
+        "| arm | std of confidence on the training set (mean ± std over seeds) | vs ntp (paired) |",
+        "|---|---|---|",
+    ]
+    for arm in arms:
+        v = np.array([std[(arm, s)] for s in seeds])
+        rel = np.array([std[(arm, s)] / std[("ntp", s)] - 1 for s in seeds])
+        sd = float(v.std(ddof=1)) if len(v) > 1 else float("nan")
+        vs = (
+            "-"
+            if arm == "ntp"
+            else f"{100 * rel.mean():+.1f}% (range {100 * rel.min():+.1f}% to {100 * rel.max():+.1f}%)"
+        )
+        lines.append(f"| {arm} | {v.mean():.3f} ± {sd:.3f} | {vs} |")
+    return "\n".join(lines) + "\n"
+
+
+def report(out: dict, path: Path, figure: bool = True) -> None:
+    """Print the tables, and write the markdown tables (``.md``) and the figure beside the JSON at ``path``."""
+    print_table(out["summary"], out["confidence_std"])
+    md = path.with_suffix(".md")
+    md.write_text(markdown(out), encoding="utf-8")
+    print(f"tables: {md}")
+    if figure:
+        fig = plot(out["runs"], list(out["setup"]["arms"]), path.with_suffix(".png"))
+        if fig:
+            print(f"figure: {fig}")
+
+
 def plot(runs: list[dict], arms: list[str], path: Path) -> str | None:
-    """Held-out NLL per epoch per arm, mean and min-max over seeds, one panel per split."""
+    """One column per split. Top: held-out NLL per epoch per arm, mean and min-max over seeds. Bottom (matplotlib
+    only): each arm minus ntp, paired by seed, the same way: the arms differ by far less than training moves the
+    NLL, so the top row alone cannot show them apart."""
     try:
         import matplotlib
 
@@ -349,28 +407,37 @@ def plot(runs: list[dict], arms: list[str], path: Path) -> str | None:
         import matplotlib.pyplot as plt
     except ImportError:
         plt = None
-    series = {}
+    nll = {(r["arm"], r["seed"], r["split"], r["epoch"]): r["heldout_nll"] for r in runs}
+    series, diffs = {}, {}
     for split in SPLITS:
         for arm in arms:
             epochs = sorted({r["epoch"] for r in runs if r["arm"] == arm})
-            vals = [
-                [r["heldout_nll"] for r in runs if (r["arm"], r["split"], r["epoch"]) == (arm, split, e)]
-                for e in epochs
-            ]
-            series[(split, arm)] = (epochs, [np.mean(v) for v in vals], [min(v) for v in vals], [max(v) for v in vals])
+            seeds = sorted({r["seed"] for r in runs if r["arm"] == arm})
+            vals = np.array([[nll[(arm, s, split, e)] for s in seeds] for e in epochs])
+            d = vals - np.array([[nll[("ntp", s, split, e)] for s in seeds] for e in epochs])
+            series[(split, arm)] = (epochs, vals.mean(1), vals.min(1), vals.max(1))
+            diffs[(split, arm)] = (epochs, d.mean(1), d.min(1), d.max(1))
     if plt is not None:
-        fig, axes = plt.subplots(1, len(SPLITS), figsize=(5 * len(SPLITS), 4), sharex=True)
-        for ax, split in zip(axes, SPLITS):
-            for arm in arms:
-                e, m, lo, hi = series[(split, arm)]
-                ax.plot(e, m, marker="o", label=arm)
-                ax.fill_between(e, lo, hi, alpha=0.2)
-            ax.set_title(f"held-out NLL ({split})")
-            ax.set_xlabel("epoch")
-        axes[0].set_ylabel("response NLL (nats/token)")
-        axes[0].legend()
+        fig, axes = plt.subplots(2, len(SPLITS), figsize=(5 * len(SPLITS), 7), sharex=True)
+        for col, split in enumerate(SPLITS):
+            top, bottom = axes[0, col], axes[1, col]
+            for i, arm in enumerate(arms):
+                color = f"C{i}"
+                for ax, data in ((top, series), (bottom, diffs)):
+                    e, m, lo, hi = data[(split, arm)]
+                    ax.plot(e, m, marker="o", color=color, label=arm)
+                    ax.fill_between(e, lo, hi, color=color, alpha=0.15)
+            top.set_title(f"held-out NLL ({split})")
+            bottom.set_title(f"minus ntp, paired by seed ({split})")
+            bottom.axhline(0, color="black", linewidth=0.8)
+            bottom.set_xlabel("epoch")
+            bottom.xaxis.get_major_locator().set_params(integer=True)
+        axes[0, 0].set_ylabel("response NLL (nats/token)")
+        axes[1, 0].set_ylabel("difference (nats/token)")
+        axes[0, 0].legend()
         fig.tight_layout()
         fig.savefig(path, dpi=120)
+        plt.close(fig)
         return str(path)
     try:
         import plotly.graph_objects as go
@@ -399,6 +466,10 @@ def main(argv=None) -> dict:
     for noisy in ("transformers", "trainer_plugin", "profiler"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     args = parse_args(argv)
+    if args.report:
+        path = Path(args.report)
+        report(json.loads(path.read_text(encoding="utf-8")), path, figure=not args.no_figure)
+        return {}
     t0 = time.perf_counter()
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="sftmix_study_"))
     work.mkdir(parents=True, exist_ok=True)
@@ -485,11 +556,7 @@ def main(argv=None) -> dict:
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1), encoding="utf-8")
-    print_table(table, stds)
-    if not args.no_figure:
-        fig = plot(runs, args.arms, path.with_suffix(".png"))
-        if fig:
-            print(f"figure: {fig}")
+    report(out, path, figure=not args.no_figure)
     print(f"results: {path} ({setup['total_seconds']:.0f}s in all)")
     if not args.workdir and args.profile:
         shutil.rmtree(work, ignore_errors=True)

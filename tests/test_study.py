@@ -79,7 +79,7 @@ def _runs(final: dict[tuple[str, int], float]) -> list[dict]:
     ]
 
 
-def test_summary_pairs_each_seed_with_its_own_ntp_run():
+def test_summary_pairs_each_seed_with_its_own_ntp_run(tmp_path):
     """The difference against ntp is taken seed by seed: a seed that is worse for both arms cancels out."""
     study = _study()
     final = {
@@ -97,6 +97,18 @@ def test_summary_pairs_each_seed_with_its_own_ntp_run():
     assert rows[("all", "ntp")]["diff_mean"] == 0 and mix["n_seeds"] == 3
     assert {split for split, _ in rows} == {"all", "confident", "unconfident"}
 
+    # The README's tables, from a finished study's JSON by --report (no training).
+    stds = [{"arm": "ntp", "seed": s, "value": 10.0} for s in range(3)]
+    stds += [{"arm": "sftmix", "seed": s, "value": v} for s, v in enumerate((9.0, 9.5, 8.5))]
+    out = {"setup": {"seeds": [0, 1, 2], "arms": {"ntp": {}, "sftmix": {}}}, "runs": _runs(final)}
+    out |= {"summary": list(rows.values()), "confidence_std": stds}
+    path = tmp_path / "res.json"
+    path.write_text(json.dumps(out))
+    study.main(["--report", str(path), "--no-figure"])
+    md = path.with_suffix(".md").read_text()
+    assert "| all | sftmix | 2.9000 ± 1.0000 | -0.1000 ± 0.0000 | 3/3 |" in md
+    assert "| sftmix | 9.000 ± 0.500 | -10.0% (range -15.0% to -5.0%) |" in md
+
 
 def test_figure_is_a_png_with_one_panel_per_split(tmp_path):
     import matplotlib.image
@@ -106,4 +118,4 @@ def test_figure_is_a_png_with_one_panel_per_split(tmp_path):
     path = study.plot(_runs(final), ["ntp", "sftmix"], tmp_path / "fig.png")
     assert path == str(tmp_path / "fig.png")
     height, width, _ = matplotlib.image.imread(path).shape
-    assert (width, height) == (15 * 120, 4 * 120)  # three 5-inch panels side by side at 120 dpi
+    assert (width, height) == (15 * 120, 7 * 120)  # three 5-inch columns (NLL above, minus ntp below) at 120 dpi
