@@ -14,20 +14,21 @@ same paired batches in the same order: the PairedSampler is a function of seed a
 * ``sftmix_random_split``  SFTMix on a random split of the same sizes: the training rows' ``confident`` flags
                            are a seeded permutation of the real ones (the held-out set keeps the real splits)
 
-Held-out response NLL (token-weighted) is measured before training and after every epoch, overall and per
-split. The learning rate is chosen once, before any Mixup arm runs, by a sweep on ``ntp`` alone (lowest final
-held-out NLL; ``--sweep-lr``), or fixed with ``--lr``. After training, the training set is re-scored with each
-trained target (``profiler.scoring.TorchScorer``) and the standard deviation of per-example confidence
-(minus perplexity) is reported (the paper's second claim: about 7% lower with SFTMix).
+Held-out response NLL (token-weighted) is measured before training and after every epoch, overall and per split.
+The learning rate is chosen once, before any Mixup arm runs, by a sweep on ``ntp`` alone (lowest final held-out
+NLL; ``--sweep-lr``, extended past the grid's edge when the best rate lies on it, so the baseline is not
+handicapped by the grid; ``--sweep-extend``), or fixed with ``--lr``. After training, the training set is
+re-scored with each trained target (``profiler.scoring.TorchScorer``) and the standard deviation of per-example
+confidence (minus perplexity) is reported (the paper's second claim: about 7% lower with SFTMix).
 
-Cost. The CPU defaults are LoRA (r 16), ``--max-length 256``, 800 examples (400 FAQ + 400 dialogs), 3 seeds,
-3 epochs, batch 8, and the sweep's best ``ntp`` run reused as ``ntp``'s first seed (14 training runs). They do
-NOT yet fit the 60-minute budget on the 2-core CI machine: one full fine-tuning step of SmolLM2-135M at batch
-8 x 256 takes about 18 s there (benchmarks/README.md, ``bench_trainer.py``), so 640 training examples x 3 epochs
-is roughly 70 min per run before LoRA's saving. An hour on 2 cores holds on the order of 1,500-4,000 example
-passes (LoRA, ``--max-length 128``), i.e. about ``--n-examples 120 --max-length 128 --lora`` with 14 runs; pass
-those (and say so beside the results) for a 60-minute CPU run, or use a GPU. ``--device cuda`` switches the
-defaults to the full setting: all the packaged data, 5 seeds, full fine-tuning, ``--max-length 1024``.
+Cost. The CPU defaults fit an hour on the 2-core CI machine: LoRA (r 16), ``--max-length 128`` (the packaged
+examples are ~60-100 tokens with the chat template, so this truncates almost nothing), 96 examples (48 FAQ + 48
+dialogs: 77 trained on, 19 held out), 3 seeds, 3 epochs, batch 8, a 3-point sweep (extended one step when the best
+rate is at its edge) whose best run is reused as ``ntp``'s first seed: 14-15 training runs of about 3.5 minutes
+each on a 2-core AMD EPYC, plus 2.5 minutes of profiling. Full fine-tuning, 800 examples or 256 tokens are
+several hours there (one full step of SmolLM2-135M at batch 8 x 256 takes about 18 s, ``bench_trainer.py``).
+``--device cuda`` switches the defaults to the full setting: all the packaged data, 5 seeds, full fine-tuning,
+``--max-length 1024``.
 
     python benchmarks/study_ntp_vs_sftmix.py                              # CPU default, writes results/
     python benchmarks/study_ntp_vs_sftmix.py --device cuda                # full setting
@@ -96,6 +97,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--sweep-lr",
         default=None,
         help="learning rates tried on ntp (default 1e-5,3e-5,1e-4; 3e-4,1e-3,3e-3 with LoRA)",
+    )
+    p.add_argument(
+        "--sweep-extend",
+        type=int,
+        default=1,
+        help="when the best rate is at the grid's edge, try up to this many rates beyond it (default 1)",
     )
     p.add_argument("--lora", action=argparse.BooleanOptionalAction, default=None, help="default: on CPU, off on cuda")
     p.add_argument("--lora-r", type=int, default=16)
@@ -303,6 +310,22 @@ def train_run(args, arm: str, seed: int, lr: float, work: Path) -> dict:
 
 
 # --- the study ------------------------------------------------------------------------------------------------------
+def best_lr(sweep: list[dict]) -> float:
+    return min(sweep, key=lambda s: s["final_heldout_nll"])["lr"]
+
+
+def next_lr(tried: list[float], best: float) -> float | None:
+    """The next rate beyond the grid's edge when ``best`` lies on it, one grid step further (for a half-decade
+    grid 3e-4, 1e-3, 3e-3: 1e-2 above, 1e-4 below); None when ``best`` is inside the grid."""
+    v = sorted(set(tried))
+    if len(v) < 2 or v[0] < best < v[-1]:
+        return None
+    if best == v[0]:
+        v = v[::-1]
+    nxt = v[-2] * v[-1] / v[-3] if len(v) >= 3 else v[-1] ** 2 / v[-2]
+    return float(f"{nxt:.3g}")
+
+
 def final_nll(result: dict, split: str = "all") -> float:
     last = max(r["epoch"] for r in result["runs"])
     return next(r["heldout_nll"] for r in result["runs"] if r["epoch"] == last and r["split"] == split)
@@ -493,10 +516,23 @@ def main(argv=None) -> dict:
     if args.lr is not None:
         lr = args.lr
     else:
-        for cand in [float(x) for x in args.sweep_lr.split(",")]:
+
+        def try_lr(cand: float) -> None:
             res = cache[("ntp", seeds[0], cand)] = train_run(args, "ntp", seeds[0], cand, work)
             sweep.append({"lr": cand, "seed": seeds[0], "final_heldout_nll": final_nll(res)})
-        lr = min(sweep, key=lambda s: s["final_heldout_nll"])["lr"]
+
+        for cand in sorted(float(x) for x in args.sweep_lr.split(",")):
+            try_lr(cand)
+        lr = best_lr(sweep)
+        for _ in range(args.sweep_extend):
+            nxt = next_lr([s["lr"] for s in sweep], lr)
+            if nxt is None:
+                break
+            log.info("learning rate %g is at the edge of the grid: trying %g too", lr, nxt)
+            try_lr(nxt)
+            lr = best_lr(sweep)
+        if next_lr([s["lr"] for s in sweep], lr) is not None:
+            log.warning("learning rate %g is still at the edge of the sweep %s", lr, sorted(s["lr"] for s in sweep))
         log.info("learning rate %g chosen by the ntp sweep %s", lr, sweep)
 
     # 2. Every arm and seed at that rate (the sweep's run at the chosen rate is ntp's first seed).
@@ -529,7 +565,10 @@ def main(argv=None) -> dict:
         "max_length": args.max_length,
         "optimizer": "AdamW, weight decay 0.1, cosine, warm-up 0.1 (sftmix train defaults)",
         "learning_rate": lr,
-        "lr_rule": "fixed by --lr" if args.lr is not None else "lowest final held-out NLL of ntp (first seed)",
+        "lr_rule": "fixed by --lr"
+        if args.lr is not None
+        else f"lowest final held-out NLL of ntp (first seed); grid extended past its edge up to {args.sweep_extend}x",
+        "lr_at_grid_edge": args.lr is None and next_lr([s["lr"] for s in sweep], lr) is not None,
         "lr_sweep": sweep,
         "eval_fraction": args.eval_fraction,
         "eval_seed": EVAL_SEED,

@@ -182,31 +182,35 @@ def filter_sidebar(path: str) -> Filter:
     )
 
 
+def _log10_range(sb, label: str, lo: float, hi: float, key: str, help: str, unit: str) -> tuple[float, float] | None:
+    """A range slider over log10 values ``lo``..``hi`` (widened to the slider's 0.01 steps, so it covers every
+    example) and the chosen bounds back on the linear scale; None while it spans the whole range (the filter is off
+    then, which also keeps the rows without a value)."""
+    lo, hi = math.floor(lo * 100) / 100, math.ceil(hi * 100) / 100
+    a, b = sb.slider(label, lo, hi, (lo, hi), step=0.01, key=key, help=help)
+    if a <= lo and b >= hi:
+        return None
+    sb.caption(f"{unit} {10**a:,.4g} to {10**b:,.4g}")
+    return 10**a, 10**b
+
+
 def _perplexity_slider(sb, lo: float | None, hi: float | None) -> tuple[float | None, float | None]:
-    """The confidence filter, on the log10 mean perplexity scale (where the examples spread out), as confidence
-    bounds (minus mean perplexity) for the :class:`Filter`; (None, None) for the full range, which keeps unscored
-    rows too."""
+    """The confidence filter, on the log10 mean perplexity scale (where the examples spread out; ``lo``/``hi`` are
+    log10 already), as confidence bounds (minus mean perplexity) for the :class:`Filter`; (None, None) for the full
+    range, which keeps unscored rows too."""
     if lo is None or hi is None or hi <= lo:
         return None, None
-    lo, hi = math.floor(lo * 100) / 100, math.ceil(hi * 100) / 100  # the slider's 0.01 steps cover every example
-    a, b = sb.slider(
+    chosen = _log10_range(
+        sb,
         "log10 mean perplexity (confident: low)",
         lo,
         hi,
-        (lo, hi),
-        step=0.01,
         key="f_conf",
         help="Confidence is minus the mean perplexity over checkpoints; this filters its log10, where the bulk "
         "of examples spreads out.",
+        unit="mean perplexity",
     )
-    if a <= lo and b >= hi:
-        return None, None
-    sb.caption(f"mean perplexity {10**a:,.4g} to {10**b:,.4g}")
-    return -(10**b), -(10**a)
-
-
-def _forget(key: str) -> None:
-    st.session_state.pop(key, None)
+    return (None, None) if chosen is None else (-chosen[1], -chosen[0])
 
 
 def _ifd_slider(sb, lo: float | None, hi: float | None) -> tuple[float | None, float | None]:
@@ -214,22 +218,22 @@ def _ifd_slider(sb, lo: float | None, hi: float | None) -> tuple[float | None, f
     values, as IFD bounds; (None, None) for the full range, which keeps the examples without an IFD too."""
     if lo is None or hi is None or lo <= 0 or hi <= lo:
         return None, None
-    lo, hi = math.floor(math.log10(lo) * 100) / 100, math.ceil(math.log10(hi) * 100) / 100
-    a, b = sb.slider(
+    chosen = _log10_range(
+        sb,
         "log10 IFD (instruction-following difficulty)",
-        lo,
-        hi,
-        (lo, hi),
-        step=0.01,
+        math.log10(lo),
+        math.log10(hi),
         key="f_ifd",
         help="IFD = PPL(response | prompt) / PPL(response alone). Above 1 (log10 above 0), the prompt does not help "
         "the model predict the response (Superfiltering drops those). The full range also keeps examples without "
         "an IFD.",
+        unit="IFD",
     )
-    if a <= lo and b >= hi:
-        return None, None
-    sb.caption(f"IFD {10**a:,.4g} to {10**b:,.4g}")
-    return 10**a, 10**b
+    return chosen or (None, None)
+
+
+def _forget(key: str) -> None:
+    st.session_state.pop(key, None)
 
 
 def current_filter() -> Filter:

@@ -27,7 +27,8 @@ def test_study_smoke(tiny_llama, profile, tmp_path):  # noqa: F811
     argv = [
         "--profile", str(profile[0]), "--model", str(tiny_llama), "--device", "cpu",
         "--seeds", "2", "--epochs", "1", "--batch-size", "4", "--no-lora", "--max-length", "128",
-        "--sweep-lr", "1e-4,1e-3", "--out", str(out), "--workdir", str(tmp_path / "work"), "--no-figure",
+        "--sweep-lr", "1e-4,1e-3", "--sweep-extend", "0",
+        "--out", str(out), "--workdir", str(tmp_path / "work"), "--no-figure",
     ]  # fmt: skip
     study.main(argv)
     res = json.loads(out.read_text())
@@ -119,3 +120,12 @@ def test_figure_is_a_png_with_one_panel_per_split(tmp_path):
     assert path == str(tmp_path / "fig.png")
     height, width, _ = matplotlib.image.imread(path).shape
     assert (width, height) == (15 * 120, 7 * 120)  # three 5-inch columns (NLL above, minus ntp below) at 120 dpi
+
+
+def test_the_sweep_steps_past_the_edge_of_its_grid():
+    study = _study()
+    grid = [3e-4, 1e-3, 3e-3]
+    assert study.next_lr(grid, 3e-3) == 1e-2 and study.next_lr(grid, 3e-4) == 1e-4  # one half-decade step
+    assert study.next_lr(grid, 1e-3) is None  # inside the grid: done
+    assert study.next_lr([*grid, 1e-2], 1e-2) == 3e-2 and study.next_lr([1e-4, 1e-3], 1e-3) == 1e-2
+    assert study.next_lr([1e-3], 1e-3) is None
