@@ -90,7 +90,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--n-checkpoints", type=int, default=3, help="reference checkpoints C (>= 3)")
     p.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated subset of {', '.join(ARMS)}")
     p.add_argument("--seeds", type=int, default=None, help="seeds per arm (default 3 on CPU, 5 on cuda)")
-    p.add_argument("--epochs", type=float, default=3.0)
+    p.add_argument("--epochs", type=int, default=3, help="whole epochs (held-out NLL is measured after each)")
     p.add_argument("--batch-size", type=int, default=8, help="examples per step (half confident, half not)")
     p.add_argument("--lr", type=float, default=None, help="fixed learning rate (skips the sweep)")
     p.add_argument(

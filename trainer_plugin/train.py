@@ -82,9 +82,15 @@ def check_resume(args: SFTMixTrainingArguments) -> str | None:
 
 
 def load_target(args: SFTMixTrainingArguments, tokenizer):
-    """The target model, in ``--dtype`` with ``--attn_implementation``, LoRA-wrapped with ``--lora``."""
-    from transformers import AutoModelForCausalLM
+    """The target model, in ``--dtype`` with ``--attn_implementation``, LoRA-wrapped with ``--lora``.
 
+    Seeded by ``--seed`` first, as Hugging Face's example scripts do before building the model: the LoRA matrices
+    (and any weights the checkpoint lacks) are drawn here, before Trainer seeds anything, and would otherwise depend
+    on whatever consumed the global generator before (another run in the same process, for one)."""
+    from transformers import AutoModelForCausalLM
+    from transformers.trainer_utils import enable_full_determinism, set_seed
+
+    enable_full_determinism(args.seed) if args.full_determinism else set_seed(args.seed)
     kwargs = {"dtype": "auto" if args.dtype == "auto" else getattr(torch, args.dtype)}
     if args.attn_implementation:
         kwargs["attn_implementation"] = args.attn_implementation

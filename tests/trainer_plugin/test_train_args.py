@@ -173,6 +173,22 @@ def test_max_steps_and_lora_from_the_command_line(tiny_llama, profile, tmp_path)
     assert state["global_step"] == 3
 
 
+def test_lora_starts_from_the_seed_not_from_what_ran_before(tiny_llama, profile, tmp_path):  # noqa: F811
+    """The LoRA matrices are drawn before Trainer seeds anything: `--seed` must fix them, whatever consumed the global
+    generator before (another run in the same process, as in a sweep or a study)."""
+
+    def adapter(seed: int, noise: int) -> dict[str, torch.Tensor]:
+        torch.rand(noise)  # earlier work in the same process
+        args = config(tiny_llama, profile[0], tmp_path / f"l{seed}-{noise}", lora=True, lora_r=4, seed=seed)
+        model = build_trainer(args).model
+        return {n: p.detach().clone() for n, p in model.named_parameters() if "lora_A" in n}
+
+    first, again, other = adapter(3, 10), adapter(3, 12345), adapter(4, 10)
+    assert first and first.keys() == again.keys() == other.keys()
+    assert all(torch.equal(first[n], again[n]) for n in first)
+    assert not any(torch.equal(first[n], other[n]) for n in first)
+
+
 @pytest.fixture
 def no_model_load(monkeypatch):
     """Fails the test if the target model is loaded: the error must come first."""
