@@ -109,6 +109,7 @@ def test_summary_pairs_each_seed_with_its_own_ntp_run(tmp_path):
     md = path.with_suffix(".md").read_text()
     assert "| all | sftmix | 2.9000 ± 1.0000 | -0.1000 ± 0.0000 | 3/3 |" in md
     assert "| sftmix | 9.000 ± 0.500 | -10.0% (range -15.0% to -5.0%) |" in md
+    assert "| sftmix | 2.9000 ± 1.0000 | -0.1000 ± 0.0000 | 3/3 |" in md  # best epoch after training: epoch 1 here
 
 
 def test_figure_is_a_png_with_one_panel_per_split(tmp_path):
