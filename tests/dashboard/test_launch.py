@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from dashboard.launch import free_port
+from tests.signals import default_signals
 
 if os.name != "posix":
     pytest.skip("sends POSIX signals to process groups", allow_module_level=True)
@@ -49,7 +50,9 @@ STOPPED = {
 def start_server(argv: list[str], log: Path) -> subprocess.Popen:
     """Start ``argv`` in a process group of its own (so a teardown can reach whatever it leaves), output to ``log``."""
     with log.open("w") as out:
-        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT)
+        return subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT, preexec_fn=default_signals
+        )
 
 
 def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:

@@ -18,6 +18,7 @@ from profiler.cli import COMMANDS, main
 from profiler.options import LR_SCHEDULERS, OptionError, check_options
 
 from ..conftest import write_jsonl
+from ..signals import default_signals
 
 SFTMIX = [sys.executable, "-m", "profiler"]
 
@@ -198,7 +199,7 @@ def test_ctrl_c_during_scoring_exits_130_in_one_line_and_resumes(tiny_llama, tmp
     argv = [*SFTMIX, "score", "--model", str(tiny_llama), "--data", str(data), "--out", str(out)]
     argv += ["--max-batch-size", "1", "--no-embed", "--no-ifd"]  # IFD adds a pass that this test does not need
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    p = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=env)
+    p = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=default_signals)
     seen = ""
     deadline = time.time() + 120
     while "scoring checkpoint" not in seen and time.time() < deadline:  # the progress bar is drawn
