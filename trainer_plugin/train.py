@@ -90,7 +90,10 @@ def load_target(args: SFTMixTrainingArguments, tokenizer):
     from transformers import AutoModelForCausalLM
     from transformers.trainer_utils import enable_full_determinism, set_seed
 
-    enable_full_determinism(args.seed) if args.full_determinism else set_seed(args.seed)
+    if args.full_determinism:
+        enable_full_determinism(args.seed)
+    else:
+        set_seed(args.seed)
     kwargs = {"dtype": "auto" if args.dtype == "auto" else getattr(torch, args.dtype)}
     if args.attn_implementation:
         kwargs["attn_implementation"] = args.attn_implementation
