@@ -149,45 +149,41 @@ def scatter(
             )
         )
 
+    def markers(frame: pl.DataFrame, name: str, **marker) -> None:
+        """One trace of ``frame``'s points with this hover."""
+        fig.add_trace(
+            go.Scattergl(
+                x=frame[x].to_list(),
+                y=frame[y].to_list(),
+                mode="markers",
+                name=name,
+                marker=marker,
+                customdata=custom(frame),
+                hovertemplate=hover,
+            )
+        )
+
     if color in CATEGORY_COLORS:
         for name, c in CATEGORY_COLORS[color].items():
             part = points.filter(pl.col(color) == name)
             if part.is_empty():
                 continue
-            fig.add_trace(
-                go.Scattergl(
-                    x=part[x].to_list(),
-                    y=part[y].to_list(),
-                    mode="markers",
-                    name=name,
-                    marker=dict(color=c, size=5, opacity=0.7),
-                    customdata=custom(part),
-                    hovertemplate=hover,
-                )
-            )
+            markers(part, name, color=c, size=5, opacity=0.7)
     elif color == "ifd":
-        _ifd_traces(fig, points, x, y, custom, hover)
+        _ifd_traces(points, markers)
     else:
         values = points[color]
         title_ = color
         if color == "confidence" and "log_ppl" in points.columns:  # the readable scale; low perplexity = blue
             values, title_ = points["log_ppl"], "log10 mean ppl"
-        fig.add_trace(
-            go.Scattergl(
-                x=points[x].to_list(),
-                y=points[y].to_list(),
-                mode="markers",
-                name=color,
-                marker=dict(
-                    color=values.to_list(),
-                    colorscale="RdBu_r" if title_ != color else "RdBu",
-                    size=5,
-                    opacity=0.8,
-                    colorbar=dict(title=title_),
-                ),
-                customdata=custom(points),
-                hovertemplate=hover,
-            )
+        markers(
+            points,
+            color,
+            color=values.to_list(),
+            colorscale="RdBu_r" if title_ != color else "RdBu",
+            size=5,
+            opacity=0.8,
+            colorbar=dict(title=title_),
         )
     fig.update_layout(dragmode="lasso", height=600)
     return _layout(fig, title, x if x_title is None else x_title, y if y_title is None else y_title)
@@ -218,40 +214,16 @@ def ifd_color_axis(values: list[float]) -> dict:
     )
 
 
-def _ifd_traces(fig: go.Figure, points: pl.DataFrame, x: str, y: str, custom, hover: str) -> None:
+def _ifd_traces(points: pl.DataFrame, markers) -> None:
     """Points colored by IFD on a log colour axis (:func:`ifd_color_axis`); those without an IFD in grey, as their
-    own trace."""
+    own trace. ``markers(frame, name, **marker)`` adds one trace."""
     has = points.filter(pl.col("ifd").is_not_null() & (pl.col("ifd") > 0))
     rest = points.filter(pl.col("ifd").is_null() | (pl.col("ifd") <= 0))
     if not has.is_empty():
-        fig.add_trace(
-            go.Scattergl(
-                x=has[x].to_list(),
-                y=has[y].to_list(),
-                mode="markers",
-                name="IFD",
-                marker=dict(
-                    color=[math.log10(v) for v in has["ifd"].to_list()],
-                    size=5,
-                    opacity=0.85,
-                    **ifd_color_axis(has["ifd"].to_list()),
-                ),
-                customdata=custom(has),
-                hovertemplate=hover,
-            )
-        )
+        ifd = has["ifd"].to_list()
+        markers(has, "IFD", color=[math.log10(v) for v in ifd], size=5, opacity=0.85, **ifd_color_axis(ifd))
     if not rest.is_empty():
-        fig.add_trace(
-            go.Scattergl(
-                x=rest[x].to_list(),
-                y=rest[y].to_list(),
-                mode="markers",
-                name="no IFD",
-                marker=dict(color="#9e9e9e", size=5, opacity=0.6),
-                customdata=custom(rest),
-                hovertemplate=hover,
-            )
-        )
+        markers(rest, "no IFD", color="#9e9e9e", size=5, opacity=0.6)
 
 
 def data_map(
