@@ -1,4 +1,5 @@
-"""Writing a confidence table. Every write is one transaction, so a killed run leaves no half state.
+"""Writing a confidence table. Every write is one transaction, so a killed run leaves no half state, and Ctrl-C
+is held until the write ends, so it never lands inside DuckDB or polars code.
 
 Only sftmix tables are ever written: an existing path that is not one (another program's file or database, a
 directory, an empty file) is refused before anything is opened for writing, so it stays untouched.
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -89,6 +92,31 @@ class ScoreLike(Protocol):
     def perplexity(self) -> float: ...
     @property
     def embedding(self) -> Any: ...
+
+
+@contextlib.contextmanager
+def interrupts_held():
+    """Hold Ctrl-C (SIGINT) until the block ends, then raise the ``KeyboardInterrupt`` it would have raised.
+
+    A write takes milliseconds, and an interrupt inside it lands in native code: DuckDB cancels the statement with
+    an error of its own, and polars, when DuckDB reads a registered frame, panics with a Rust backtrace. Held, the
+    interrupt ends the run between two writes. Only Python's default handler is replaced (an ignored or custom
+    SIGINT stays as it is), only in the main thread (where signal handlers run), and nested blocks hold once.
+    """
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    received: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if received:
+        raise KeyboardInterrupt
 
 
 def _rows_or_none(frame: pl.DataFrame | None) -> pl.DataFrame | None:
@@ -216,23 +244,19 @@ class TableWriter:
                     "FROM confidence) r WHERE confidence.example_id = r.example_id"
                 )
 
+    @contextlib.contextmanager
     def transaction(self):
-        """A context manager for one transaction: commit on success, roll back on any error."""
-        con = self.con
-
-        class _Tx:
-            def __enter__(self):
-                con.execute("BEGIN TRANSACTION")
-
-            def __exit__(self, exc_type, exc, tb):
-                if exc_type is None:
-                    con.execute("COMMIT")  # Ctrl-C here cancels it: DuckDB rolls back and raises
-                    return False
+        """A context manager for one transaction: commit on success, roll back on any error; Ctrl-C is held until
+        it ends (:func:`interrupts_held`)."""
+        with interrupts_held():
+            self.con.execute("BEGIN TRANSACTION")
+            try:
+                yield
+            except BaseException:
                 with contextlib.suppress(duckdb.Error):  # never hide the error that ends the transaction
-                    con.execute("ROLLBACK")
-                return False
-
-        return _Tx()
+                    self.con.execute("ROLLBACK")
+                raise
+            self.con.execute("COMMIT")
 
     # --- meta -------------------------------------------------------------------------------------
     def get_meta(self, key: str) -> Any:
@@ -354,37 +378,39 @@ class TableWriter:
         Pairs already present are kept (a resumed run may repeat them), as are embeddings, token NLLs and token
         texts already written.
         """
-        if isinstance(scores, pl.DataFrame):
-            frame, vectors, per_token = self._score_frames(checkpoint_id, scores)
-        else:
-            scores = list(scores)
-            frame = pl.DataFrame(
-                [(s.example_id, checkpoint_id, s.nll_sum, s.n_tokens, s.mean_nll, s.perplexity) for s in scores],
-                schema=SCORE_COLUMNS,
-                orient="row",
-            )
-            embedded = [s for s in scores if s.embedding is not None]
-            vectors = _vector_frame([s.example_id for s in embedded], [s.embedding for s in embedded])
-            with_tokens = [s for s in scores if getattr(s, "token_nll", None) is not None]
-            per_token = _token_frame(
-                checkpoint_id, [s.example_id for s in with_tokens], [s.token_nll for s in with_tokens]
-            )
-        if frame.is_empty():
-            return 0
-        texts = None
-        if tokens:
-            texts = pl.DataFrame(
-                {"example_id": list(tokens), "tokens": [list(t) for t in tokens.values()]}, schema=EXAMPLE_TOKEN_COLUMNS
-            )
-        with self.transaction():
-            self._insert("scores", frame)
-            if vectors is not None:
-                self._insert("embeddings", vectors, "example_id, vector")
-            if per_token is not None:
-                self._insert("token_scores", per_token)
-            if texts is not None:
-                self._insert("example_tokens", texts)
-        return frame.height
+        with interrupts_held():  # building the frames runs polars code too
+            if isinstance(scores, pl.DataFrame):
+                frame, vectors, per_token = self._score_frames(checkpoint_id, scores)
+            else:
+                scores = list(scores)
+                frame = pl.DataFrame(
+                    [(s.example_id, checkpoint_id, s.nll_sum, s.n_tokens, s.mean_nll, s.perplexity) for s in scores],
+                    schema=SCORE_COLUMNS,
+                    orient="row",
+                )
+                embedded = [s for s in scores if s.embedding is not None]
+                vectors = _vector_frame([s.example_id for s in embedded], [s.embedding for s in embedded])
+                with_tokens = [s for s in scores if getattr(s, "token_nll", None) is not None]
+                per_token = _token_frame(
+                    checkpoint_id, [s.example_id for s in with_tokens], [s.token_nll for s in with_tokens]
+                )
+            if frame.is_empty():
+                return 0
+            texts = None
+            if tokens:
+                texts = pl.DataFrame(
+                    {"example_id": list(tokens), "tokens": [list(t) for t in tokens.values()]},
+                    schema=EXAMPLE_TOKEN_COLUMNS,
+                )
+            with self.transaction():
+                self._insert("scores", frame)
+                if vectors is not None:
+                    self._insert("embeddings", vectors, "example_id, vector")
+                if per_token is not None:
+                    self._insert("token_scores", per_token)
+                if texts is not None:
+                    self._insert("example_tokens", texts)
+            return frame.height
 
     def _insert(self, table: str, frame: pl.DataFrame, columns: str | None = None) -> None:
         """``INSERT OR IGNORE`` a frame's rows (in its column order, or into ``columns``), within a transaction."""
@@ -393,7 +419,7 @@ class TableWriter:
             target = f"{table} ({columns})" if columns else table
             self.con.execute(f"INSERT OR IGNORE INTO {target} SELECT * FROM new_rows")
         except BaseException:
-            # In an aborted transaction (e.g. Ctrl-C cancelled the INSERT) unregistering fails too: keep the cause.
+            # In an aborted transaction (the INSERT failed) unregistering fails too: keep the cause.
             with contextlib.suppress(duckdb.Error):
                 self.con.unregister("new_rows")
             raise

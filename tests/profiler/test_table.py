@@ -245,3 +245,46 @@ def test_reader_export_rows_and_split_examples(small_profile):
         assert split_ex["example_id"].to_list() == ordered  # input order
         assert split_ex.columns == ["example_id", "messages", "record", "split"]
         assert t.scored_examples()["example_id"].to_list() == conf["example_id"].to_list()
+
+
+def test_ctrl_c_during_a_write_ends_the_run_after_the_write_is_whole(tmp_path, monkeypatch):
+    """Ctrl-C inside a write once landed in polars code that DuckDB called back (a Rust panic with a backtrace
+    on stderr); it is now held until the write commits, and then raised."""
+    import os
+    import signal
+
+    import polars as pl
+
+    from profiler.table.writer import CheckpointInfo
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with TableWriter(tmp_path / "t.duckdb") as t:
+            (cid,) = t.register_checkpoints([CheckpointInfo("m", 1, 1.0)])
+            insert = t._insert
+            calls = []
+
+            def interrupted_insert(table, frame, columns=None):
+                calls.append(table)
+                if len(calls) == 1:  # after the scores, before the token NLLs
+                    os.kill(os.getpid(), signal.SIGINT)
+                insert(table, frame, columns)
+
+            monkeypatch.setattr(t, "_insert", interrupted_insert)
+            scores = pl.DataFrame(
+                {
+                    "example_id": ["a", "b"],
+                    "nll_sum": [3.0, 1.5],
+                    "n_tokens": [2, 3],
+                    "token_nll": [[1.0, 2.0], [0.5, 0.5, 0.5]],
+                }
+            )
+            with pytest.raises(KeyboardInterrupt):
+                t.write_scores(cid, scores, tokens={"a": ["x", "y"], "b": ["p", "q", "r"]})
+            assert calls == ["scores", "token_scores", "example_tokens"]  # nothing was cut short
+            assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+            assert t.n_scores() == 2
+            assert t.token_scored_ids(cid) == {"a", "b"}
+            assert t.tokenized_ids() == {"a", "b"}
+    finally:
+        signal.signal(signal.SIGINT, previous)
