@@ -211,8 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _quiet_interrupts(hook: Callable[[Any], None]) -> Callable[[Any], None]:
-    """An unraisable-exception hook that prints nothing for Ctrl-C landing where Python cannot raise it (a finalizer,
-    or a callback DuckDB makes while reading a registered frame, which then raises its own interrupt error)."""
+    """An unraisable-exception hook that prints nothing for Ctrl-C landing where Python cannot raise it (a
+    finalizer). Table writes hold Ctrl-C until they commit, so it never lands in DuckDB's callbacks."""
 
     def quiet(unraisable) -> None:
         if not isinstance(unraisable.exc_value, KeyboardInterrupt):
@@ -223,9 +223,9 @@ def _quiet_interrupts(hook: Callable[[Any], None]) -> Callable[[Any], None]:
 
 
 def _is_interrupted_query(e: BaseException) -> bool:
-    """Ctrl-C during a DuckDB statement: DuckDB cancels the statement (its transaction is rolled back) and raises
-    its own error instead of ``KeyboardInterrupt``: ``InterruptException``, ``RuntimeError("Query interrupted")``,
-    or, when the interrupt came while it read a registered frame, an error quoting ``KeyboardInterrupt``."""
+    """Ctrl-C during a DuckDB statement: DuckDB cancels the statement and raises
+    its own error instead of ``KeyboardInterrupt``: ``InterruptException`` or ``RuntimeError("Query interrupted")``.
+    Only reads can be cut so: table writes hold Ctrl-C until they commit (``profiler.table.writer.interrupts_held``)."""
     duckdb = sys.modules.get("duckdb")
     seen = set()
     while e is not None and id(e) not in seen:
@@ -235,8 +235,6 @@ def _is_interrupted_query(e: BaseException) -> bool:
         if duckdb is not None and isinstance(e, getattr(duckdb, "InterruptException", ())):
             return True
         if isinstance(e, RuntimeError) and str(e).strip() == "Query interrupted":
-            return True
-        if duckdb is not None and isinstance(e, duckdb.Error) and "KeyboardInterrupt" in str(e):
             return True
         e = e.__cause__ or e.__context__
     return False
