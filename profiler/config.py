@@ -68,6 +68,10 @@ class ScoreConfig:
     max_length: int = option(2048, "longest example in tokens", ge=2)
     truncate: bool = option(False, "truncate longer examples instead of rejecting them")
     on_error: str = option("raise", "raise, or skip (bad rows kept with their reason)", choices=("raise", "skip"))
+    num_proc: int = option(0, "processes rendering the data, once per run (0: one per CPU)", ge=0)
+    cache_dir: str | None = option(
+        None, "folder of the rendered-data cache that resumes and shard workers read (default: OUT_data beside OUT)"
+    )
     backend: str = option(
         "auto",
         "scoring backend: auto (vLLM if installed and on a GPU, else torch), torch or vllm",

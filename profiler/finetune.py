@@ -15,6 +15,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from profiler.config import FinetuneConfig
@@ -30,14 +31,15 @@ RESUME_FILES = ("optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state.pth")
 
 class _Examples(torch.utils.data.Dataset):
     def __init__(self, items: Sequence[ScoreItem]):
-        self.items = list(items)
+        self.items = items  # a view of the rendered cache: items are read on access
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i: int) -> dict[str, list[int]]:
         it = self.items[i]
-        rendered = RenderedExample(list(it.input_ids), list(it.response_mask))
+        mask = np.asarray(it.response_mask, dtype=bool).tolist()
+        rendered = RenderedExample(np.asarray(it.input_ids).tolist(), mask)
         return {"input_ids": rendered.input_ids, "labels": rendered.labels()}
 
 

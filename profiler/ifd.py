@@ -35,8 +35,11 @@ def alone_item(item: ScoreItem, start: Sequence[int]) -> ScoreItem | None:
     return ScoreItem(item.example_id, ids, mask)
 
 
-def alone_items(items: Sequence[ScoreItem], start: Sequence[int]) -> list[ScoreItem]:
-    """:func:`alone_item` of each item that has a token to score alone."""
+def alone_items(items: Sequence[ScoreItem], start: Sequence[int]) -> Sequence[ScoreItem]:
+    """:func:`alone_item` of each item that has a token to score alone (a view, made on access, of a view of the
+    rendered cache)."""
+    if hasattr(items, "alone"):
+        return items.alone(start)
     return [a for a in (alone_item(it, start) for it in items) if a is not None]
 
 

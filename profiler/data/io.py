@@ -47,12 +47,14 @@ def _file_kind(path: Path) -> str:
     return kind
 
 
-def read_rows(path: str | Path, *, split: str = "train") -> Iterator[RawRow]:
+def read_rows(path: str | Path, *, split: str = "train", parse_jsonl: bool = True) -> Iterator[RawRow]:
     """Yield every row of a data file, directory or hub dataset.
 
     Args:
         path: a local file, a directory written by ``Dataset.save_to_disk``, or a hub dataset name.
         split: the split to use when the dataset has several.
+        parse_jsonl: parse each JSONL line here; without it a line comes as ``raw_text`` with no record (the data
+            stage parses lines in its worker processes, :func:`parse_jsonl_line`).
 
     Raises:
         DataError: when the input cannot be opened at all or has no rows.
@@ -64,8 +66,11 @@ def read_rows(path: str | Path, *, split: str = "train") -> Iterator[RawRow]:
     kind = _file_kind(p)
     if p.is_file() and p.stat().st_size == 0:
         raise DataError(str(p), "the file is empty", code="empty_file")
-    reader = {"jsonl": _read_jsonl, "json": _read_json, "parquet": _read_table, "csv": _read_table}.get(kind)
-    rows = reader(p) if reader else _read_hf_disk(p, split)
+    if kind == "jsonl":
+        rows = _read_jsonl(p, parse_jsonl)
+    else:
+        reader = {"json": _read_json, "parquet": _read_table, "csv": _read_table}.get(kind)
+        rows = reader(p) if reader else _read_hf_disk(p, split)
     n = 0
     for n, row in enumerate(rows, start=1):  # noqa: B007 - n counts rows for the empty check
         yield row
@@ -73,34 +78,41 @@ def read_rows(path: str | Path, *, split: str = "train") -> Iterator[RawRow]:
         raise DataError(str(p), "the file has no rows", code="empty_file")
 
 
-def _read_jsonl(path: Path) -> Iterator[RawRow]:
+def _read_jsonl(path: Path, parse: bool = True) -> Iterator[RawRow]:
     row = 0
     with path.open("rb") as f:
         for line_no, raw in enumerate(f, start=1):
-            error, record = None, None
+            error = None
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
                 line = raw.decode("utf-8", errors="replace")
-                error = DataError(str(path), f"not UTF-8 text (byte {e.start})", code="not_utf8")
+                error = DataError(str(path), f"not UTF-8 text (byte {e.start})", code="not_utf8", row=row, line=line_no)
             if not line.strip():
                 continue  # blank lines are not rows
-            if error is None:
-                try:
-                    obj = json.loads(line)
-                    if isinstance(obj, dict):
-                        record = obj
-                    else:
-                        error = DataError(
-                            str(path), f"expected a JSON object, got {type(obj).__name__}", code="not_an_object"
-                        )
-                except json.JSONDecodeError as e:
-                    error = DataError(str(path), f"malformed JSON: {e.msg} at column {e.colno}", code="malformed_json")
-            if error is not None:
-                error.row, error.line = row, line_no
-                error.args = (error.describe(),)
-            yield RawRow(str(path), row, record, error, line=line_no, raw_text=line.rstrip("\n"))
+            text = line.rstrip("\n")
+            if error is not None or not parse:
+                yield RawRow(str(path), row, None, error, line=line_no, raw_text=text)
+            else:
+                yield parse_jsonl_line(str(path), row, line_no, text)
             row += 1
+
+
+def parse_jsonl_line(source_file: str, row: int, line_no: int, text: str) -> RawRow:
+    """One JSONL line as a row: its record, or the error that kept it from being one (malformed, not an object)."""
+    error, record = None, None
+    try:
+        obj = json.loads(text)
+        if isinstance(obj, dict):
+            record = obj
+        else:
+            error = DataError(source_file, f"expected a JSON object, got {type(obj).__name__}", code="not_an_object")
+    except json.JSONDecodeError as e:
+        error = DataError(source_file, f"malformed JSON: {e.msg} at column {e.colno}", code="malformed_json")
+    if error is not None:
+        error.row, error.line = row, line_no
+        error.args = (error.describe(),)
+    return RawRow(source_file, row, record, error, line=line_no, raw_text=text)
 
 
 def _read_json(path: Path) -> Iterator[RawRow]:

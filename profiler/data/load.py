@@ -83,6 +83,28 @@ def load_examples(
     return out
 
 
+def normalize_row(r: RawRow, fmt: str, fields: Mapping[str, str] | None) -> tuple[Example | None, DataError | None]:
+    """A raw row as an example, or the error that keeps it from being one (its read error, or its format's)."""
+    if r.error is not None:
+        return None, r.error
+    # Auto-detection is per row, so files mixing formats (say, an export of several sources) load.
+    row_fmt = detect_format(r.record, fields) if fmt == "auto" else fmt
+    try:
+        if row_fmt is None:
+            raise _unknown_format(r)
+        example = normalize_record(r.record, row_fmt, fields=fields, source_file=r.source_file, row=r.row, line=r.line)
+    except DataError as e:
+        return None, e
+    return example, None
+
+
+def base_id(r: RawRow, example: Example | None) -> str:
+    """The content hash a row's id starts from: its messages, or (a row that is no example) what was read."""
+    if example is not None:
+        return content_hash(example.messages)
+    return content_hash({"raw": r.raw_text if r.record is None else r.record})
+
+
 def _load_row(
     r: RawRow,
     source: str,
@@ -92,28 +114,24 @@ def _load_row(
     ids: IdAssigner,
     index: int,
 ) -> LoadedRow:
-    error = r.error
-    example = None
-    if error is None:
-        # Auto-detection is per row, so files mixing formats (say, an export of several sources) load.
-        row_fmt = detect_format(r.record, fields) if fmt == "auto" else fmt
-        try:
-            if row_fmt is None:
-                raise _unknown_format(r)
-            example = normalize_record(
-                r.record, row_fmt, fields=fields, source_file=r.source_file, row=r.row, line=r.line
-            )
-        except DataError as e:
-            error = e
+    example, error = normalize_row(r, fmt, fields)
     if error is not None:
         if on_error == "raise":
             raise error
-        base = content_hash({"raw": r.raw_text if r.record is None else r.record})
         return LoadedRow(
-            ids(base), index, source, r.source_file, r.row, error.code, error.describe(), None, r.record, r.raw_text
+            ids(base_id(r, None)),
+            index,
+            source,
+            r.source_file,
+            r.row,
+            error.code,
+            error.describe(),
+            None,
+            r.record,
+            r.raw_text,
         )
     return LoadedRow(
-        ids(content_hash(example.messages)),
+        ids(base_id(r, example)),
         index,
         source,
         r.source_file,

@@ -8,7 +8,10 @@ template that renders a conversation's prefix as a prefix of the whole.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from profiler.config import TEMPLATES
 from profiler.data.formats import Example
@@ -30,7 +33,7 @@ class RenderedExample:
     @property
     def n_response_tokens(self) -> int:
         # The first token is never predicted, so it never counts as a response token.
-        return sum(self.response_mask[1:])
+        return int(sum(self.response_mask[1:]))
 
     @property
     def n_prompt_tokens(self) -> int:
@@ -39,6 +42,14 @@ class RenderedExample:
     def labels(self) -> list[int]:
         """Hugging Face labels: the ids at response positions, -100 elsewhere (unshifted)."""
         return [t if m and i > 0 else -100 for i, (t, m) in enumerate(zip(self.input_ids, self.response_mask))]
+
+
+@dataclass(frozen=True)
+class RenderFailure:
+    """Why an example could not be rendered for scoring: the ``status`` code and a sentence."""
+
+    code: str
+    reason: str
 
 
 class Renderer:
@@ -77,25 +88,54 @@ class Renderer:
             DataError: ``too_long`` beyond ``max_length`` (unless truncating), ``no_response_tokens``
                 when nothing is left to score.
         """
-        text, spans = self.render_text(example.messages)
-        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        ids = list(enc["input_ids"])
-        mask = [any(s <= start < e for s, e in spans) for start, _ in enc["offset_mapping"]]
+        (out,) = self.render_many([example.messages])
+        if isinstance(out, RenderFailure):
+            raise DataError(source_file, out.reason, code=out.code, row=row)
+        return RenderedExample(out.input_ids.tolist(), out.response_mask.tolist(), out.truncated)
+
+    def render_many(self, conversations: Sequence[list[dict[str, str]]]) -> list[RenderedExample | RenderFailure]:
+        """Render a batch of conversations in one tokenizer call (the data stage's unit of work).
+
+        Returns, per conversation, a :class:`RenderedExample` holding numpy arrays (int32 ids, bool mask), or the
+        :class:`RenderFailure` that kept it from being scored.
+        """
+        texts = [self.render_text(m) for m in conversations]
+        encodings = self._encode([t for t, _ in texts])
+        return [self._finish(ids, starts, spans) for (_, spans), (ids, starts) in zip(texts, encodings)]
+
+    def _encode(self, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Token ids and each token's start offset, for every text: the Rust tokenizer's batch call (what the
+        tokenizer's ``__call__`` runs, without special tokens, minus its per-call Python overhead)."""
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            enc = self.tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+            pairs = zip(enc["input_ids"], enc["offset_mapping"])
+            return [(np.asarray(i, np.int32), np.asarray([o[0] for o in off], np.int64)) for i, off in pairs]
+        return [
+            (np.asarray(e.ids, dtype=np.int32), np.fromiter((o[0] for o in e.offsets), np.int64, len(e.offsets)))
+            for e in backend.encode_batch(texts, add_special_tokens=False)
+        ]
+
+    def _finish(self, ids: np.ndarray, starts: np.ndarray, spans: list[tuple[int, int]]):
+        """The response mask from the assistant turns' character spans, then the length rules."""
+        mask = np.zeros(len(ids), dtype=bool)
+        ordered = bool(np.all(starts[1:] >= starts[:-1]))
+        for s, e in spans:  # a token belongs to the turn its first character is in
+            if ordered:
+                mask[np.searchsorted(starts, s, "left") : np.searchsorted(starts, e, "left")] = True
+            else:  # offsets out of order (a tokenizer that reorders): test each token
+                mask |= (starts >= s) & (starts < e)
         truncated = False
         if len(ids) > self.max_length:
             if not self.truncate:
-                raise DataError(
-                    source_file,
-                    f"example has {len(ids)} tokens, more than max_length={self.max_length}",
-                    code="too_long",
-                    row=row,
-                )
+                reason = f"example has {len(ids)} tokens, more than max_length={self.max_length}"
+                return RenderFailure("too_long", reason)
             ids, mask, truncated = ids[: self.max_length], mask[: self.max_length], True
-        out = RenderedExample(ids, mask, truncated)
-        if out.n_response_tokens == 0:
-            reason = "no response tokens left after truncation" if truncated else "the response renders to no tokens"
-            raise DataError(source_file, reason, code="too_long" if truncated else "no_response_tokens", row=row)
-        return out
+        if not mask[1:].any():
+            if truncated:
+                return RenderFailure("too_long", "no response tokens left after truncation")
+            return RenderFailure("no_response_tokens", "the response renders to no tokens")
+        return RenderedExample(ids, mask, truncated)
 
     def _apply(self, messages, add_generation_prompt: bool = False) -> str:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)

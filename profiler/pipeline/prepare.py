@@ -1,30 +1,41 @@
-"""The data stage: load and render the data with the reference tokenizer, open (or resume) the run's table."""
+"""The data stage: render the data once with the reference tokenizer (or map the cache), open (or resume) the table."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from profiler import __version__
-from profiler.config import ScoreConfig
-from profiler.data.load import LoadedRow, load_examples, record_json
-from profiler.data.render import RenderedExample, Renderer
-from profiler.errors import DataError
+from profiler.config import ScoreConfig, parse_shard
+from profiler.data.cache import RenderedData, render_dataset
+from profiler.data.items import RenderedItems
+from profiler.data.load import parse_source_spec
+from profiler.data.render import Renderer
 from profiler.hf import load_tokenizer
 from profiler.scoring.base import ScoreItem
-from profiler.table.writer import TableWriter
+from profiler.table.writer import EXAMPLE_COLUMNS, TableWriter
+
+
+def default_cache_dir(out: str | Path) -> Path:
+    """``run.duckdb`` -> ``run_data/`` beside it; a part file ``run.part-1-of-8.duckdb`` shares its run's."""
+    p = Path(out)
+    stem = p.stem.split(".part-")[0]
+    return p.with_name(stem + "_data")
 
 
 @dataclass
 class Prepared:
-    """Loaded and rendered data for one tokenizer."""
+    """The rendered data of a run, memory-mapped, and the rows this process works on (a shard's, or all)."""
 
     tokenizer: Any
     renderer: Renderer
-    rows: list[LoadedRow]
-    rendered: dict[str, RenderedExample]
+    data: RenderedData
+    rows: np.ndarray
+    _items: RenderedItems | None = field(default=None, repr=False)
+    _positions: dict[str, int] | None = field(default=None, repr=False)
 
     def settings(self, cfg: ScoreConfig) -> dict[str, Any]:
         """What must not change between a run and its resumption."""
@@ -41,77 +52,63 @@ class Prepared:
     def pad_token_id(self) -> int:
         return self.tokenizer.pad_token_id or 0
 
-    def ok_items(self) -> list[ScoreItem]:
-        return [
-            ScoreItem(r.example_id, self.rendered[r.example_id].input_ids, self.rendered[r.example_id].response_mask)
-            for r in self.rows
-            if r.status == "ok"
-        ]
+    def ok_items(self) -> RenderedItems:
+        """The scored rows' items (this process's rows), read from the cache on access."""
+        if self._items is None:
+            ok = self.data.rows_where(ok=True)
+            self._items = self.data.items(np.intersect1d(ok, self.rows))
+        return self._items
+
+    def item(self, example_id: str) -> ScoreItem:
+        """One scored example by id."""
+        if self._positions is None:
+            self._positions = {eid: i for i, eid in enumerate(self.ok_items().ids)}
+        return self.ok_items()[self._positions[example_id]]
 
 
-def render_rows(rows: list[LoadedRow], renderer: Renderer, on_error: str) -> dict[str, RenderedExample]:
-    """Render every usable row; a row that fails gets its reason in ``status`` (or raises)."""
-    rendered = {}
-    for r in rows:
-        if r.example is None:
-            continue
-        try:
-            rendered[r.example_id] = renderer.render(r.example, source_file=r.source_file, row=r.file_row)
-        except DataError as e:
-            if on_error == "raise":
-                raise
-            r.status, r.status_detail = e.code, e.describe()
-    return rendered
+def _shard_rows(data: RenderedData, spec: str | None) -> np.ndarray:
+    from profiler.pipeline.shards import in_shard
+
+    shard = parse_shard(spec)
+    if shard is None:
+        return data.rows_where()
+    ids = data.column("example_id")
+    return data.rows_where(np.fromiter((in_shard(e, *shard) for e in ids), dtype=bool, count=len(ids)))
 
 
 def prepare_data(cfg: ScoreConfig) -> Prepared:
-    """Load, normalize and render the data with the reference model's tokenizer."""
+    """Render the data with the reference model's tokenizer, or map the cache a run of the same data made.
+
+    Raises:
+        DataError: with ``on_error="raise"``, the first row (in input order) that cannot be scored.
+    """
     tokenizer = load_tokenizer(cfg.model)
     renderer = Renderer(tokenizer, cfg.template, cfg.max_length, cfg.truncate)
-    rows = load_examples(cfg.data, fmt=cfg.format, fields=cfg.fields, on_error=cfg.on_error, split=cfg.split)
-    return Prepared(tokenizer, renderer, rows, render_rows(rows, renderer, cfg.on_error))
-
-
-def example_records(rows: list[LoadedRow], rendered: dict[str, RenderedExample]) -> list[dict]:
-    """Rows of the ``examples`` table."""
-    out = []
-    for r in rows:
-        rx = rendered.get(r.example_id) if r.status == "ok" else None
-        out.append(
-            {
-                "example_id": r.example_id,
-                "row_index": r.row_index,
-                "source": r.source,
-                "source_file": r.source_file,
-                "file_row": r.file_row,
-                "messages": json.dumps(r.example.messages, ensure_ascii=False) if r.example else None,
-                "prompt": r.example.prompt_text if r.example else None,
-                "response": r.example.response_text if r.example else None,
-                "record": record_json(r),
-                "n_prompt_tokens": rx.n_prompt_tokens if rx else None,
-                "n_response_tokens": rx.n_response_tokens if rx else None,
-                "status": r.status,
-                "status_detail": r.status_detail,
-                "truncated": bool(rx and rx.truncated),
-            }
-        )
-    return out
-
-
-def fingerprint(rows: list[LoadedRow]) -> str:
-    """Identifies the dataset: every row's id, source and status, in order."""
-    h = hashlib.sha256()
-    for r in rows:
-        h.update(f"{r.example_id}\t{r.source}\t{r.status}\n".encode())
-    return h.hexdigest()[:16]
+    data = render_dataset(
+        [parse_source_spec(s) for s in cfg.data],
+        renderer,
+        cfg.cache_dir or default_cache_dir(cfg.out),
+        fmt=cfg.format,
+        fields=cfg.fields,
+        split=cfg.split,
+        num_proc=cfg.num_proc,
+        progress=cfg.progress,
+    )
+    if cfg.on_error == "raise" and (error := data.first_error()) is not None:
+        raise error
+    return Prepared(tokenizer, renderer, data, _shard_rows(data, cfg.shard))
 
 
 def open_run(cfg: ScoreConfig, prepared: Prepared) -> TableWriter:
-    """Open (or create) the table and record the examples and settings; refuses a table of another run."""
+    """Open (or create) the table and record its examples (this shard's, under ``--shard``) and settings; refuses
+    a table of another run."""
     table = TableWriter(cfg.out)
     try:
+        data = prepared.data
         table.init_examples(
-            example_records(prepared.rows, prepared.rendered), fingerprint(prepared.rows), prepared.settings(cfg)
+            data.example_batches(prepared.rows, list(EXAMPLE_COLUMNS)),
+            data.fingerprint,
+            prepared.settings(cfg),
         )
         table.set_meta(
             {
@@ -119,6 +116,8 @@ def open_run(cfg: ScoreConfig, prepared: Prepared) -> TableWriter:
                 "reference_model": str(cfg.model),
                 "template": prepared.renderer.template,
                 "score_config": asdict(cfg),
+                "dataset_rows": data.n_rows,
+                "data_cache": str(data.path),
             }
         )
     except BaseException:

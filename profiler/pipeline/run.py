@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 from profiler.checkpoints import check_compatible, discover_checkpoints
 from profiler.config import FinetuneConfig, ScoreConfig, parse_shard
 from profiler.errors import SftmixError, TableError
-from profiler.pipeline.prepare import Prepared, open_run, prepare_data
+from profiler.pipeline.prepare import Prepared, default_cache_dir, open_run, prepare_data
 from profiler.pipeline.score import ifd_model_info, score_checkpoints
 from profiler.pipeline.shards import part_path
 from profiler.pipeline.stages import Stage, done_stages, run_stages
@@ -52,8 +53,16 @@ def _checkpoint_dir(s: RunState) -> Path:
 
 
 # --- the stages -------------------------------------------------------------------------------------------
+def _data_text(s: RunState) -> str:
+    return f"loading and rendering data (or reading it from {s.cfg.cache_dir or default_cache_dir(s.cfg.out)})"
+
+
 def _data(s: RunState) -> None:
     s.prepared = prepare_data(s.cfg)
+    if s.cfg.progress and s.ft is not None:
+        data = s.prepared.data
+        how = "rendered" if data.built else "read from the cache, rendered before"
+        print(f"  {data.n_rows} rows {how}: {data.path}", file=sys.stderr, flush=True)
     s.table = open_run(s.cfg, s.prepared)
     if s.ft is not None:
         _check_same_finetune(s.table, s.ft, s.checkpoints_from)
@@ -119,7 +128,7 @@ def _embed(s: RunState) -> None:
         project_table(s.table, method=s.cfg.projection, seed=s.cfg.projection_seed, fit_sample=s.cfg.projection_sample)
 
 
-DATA = Stage("data", lambda s: "loading and rendering data", _data)
+DATA = Stage("data", _data_text, _data)
 FINETUNE = Stage("finetune", _finetune_text, _finetune)
 SCORE = Stage(
     "score",

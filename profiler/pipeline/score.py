@@ -14,12 +14,12 @@ from collections.abc import Callable, Sequence
 from contextlib import closing
 from pathlib import Path
 
-from profiler.config import ScoreConfig, parse_shard
+from profiler.config import ScoreConfig
+from profiler.data.items import keep_items
 from profiler.data.tokens import start_tokens, token_texts
 from profiler.errors import ModelError
 from profiler.ifd import alone_items, ifd_rows
 from profiler.pipeline.prepare import Prepared
-from profiler.pipeline.shards import in_shard
 from profiler.scoring.backends import BackendSettings, CheckpointScorer, make_backend
 from profiler.scoring.base import ExampleScore, ScoreItem
 from profiler.table.writer import CheckpointInfo, TableWriter
@@ -117,8 +117,8 @@ def _ifd_pass(
 
 def _mean_nlls(scorer: CheckpointScorer, items: list[ScoreItem], wanted: list[ScoreItem]) -> dict[str, float]:
     """The mean response NLL of the ``items`` that ``wanted`` names, scored with their prompts on ``scorer``."""
-    ids = {w.example_id for w in wanted}
-    todo = [it for it in items if it.example_id in ids]
+    ids = set(wanted.ids) if hasattr(wanted, "ids") else {w.example_id for w in wanted}
+    todo = keep_items(items, ids.__contains__)
     with closing(scorer.score(todo, "IFD: with prompts", embed=False)) as batches:
         return {s.example_id: s.mean_nll for batch in batches for s in batch}
 
@@ -131,7 +131,7 @@ def _pending(table: TableWriter, items: list[ScoreItem], cid: int, *, embed: boo
         done &= table.embedded_ids()
     if tokens:
         done &= table.token_scored_ids(cid)
-    return [it for it in items if it.example_id not in done]
+    return keep_items(items, lambda eid: eid not in done)
 
 
 def score_checkpoints(
@@ -157,10 +157,7 @@ def score_checkpoints(
         The checkpoint ids, in order.
     """
     ids = table.register_checkpoints(checkpoints)
-    items = prepared.ok_items()
-    shard = parse_shard(cfg.shard)
-    if shard:
-        items = [it for it in items if in_shard(it.example_id, *shard)]
+    items = prepared.ok_items()  # this shard's, under --shard
     alone = alone_items(items, start_tokens(prepared.tokenizer)) if cfg.ifd else []
     ifd_info = ifd_model_info(cfg.ifd_model) if cfg.ifd and cfg.ifd_model else None
     opened = list(checkpoints) + ([ifd_info] if ifd_info else [])
@@ -217,7 +214,7 @@ def _only_extras_of_deleted(table: TableWriter, info: CheckpointInfo, cid: int, 
 def _ifd_todo(table: TableWriter, alone: list[ScoreItem], model: str) -> list[ScoreItem]:
     """The responses alone whose IFD with ``model`` is not in the table yet."""
     done = table.ifd_ids(model)
-    return [a for a in alone if a.example_id not in done]
+    return keep_items(alone, lambda eid: eid not in done)
 
 
 def _texts_of(prepared: Prepared, stored: set[str]) -> Callable[[list[ExampleScore]], dict[str, list[str]]]:
@@ -229,7 +226,7 @@ def _texts_of(prepared: Prepared, stored: set[str]) -> Callable[[list[ExampleSco
         out = {}
         for s in batch:
             if s.example_id not in given:
-                r = prepared.rendered[s.example_id]
+                r = prepared.item(s.example_id)
                 out[s.example_id] = token_texts(prepared.tokenizer, r.input_ids, r.response_mask)
         given.update(out)
         return out

@@ -1,10 +1,11 @@
 """Scoring at scale: deterministic shards written to part files, merged into one table.
 
-``sftmix score --shard i/N --out run.duckdb`` scores the examples whose id hashes to ``i`` (of ``N``) and writes
-``run.part-i-of-N.duckdb``: the whole ``examples`` table (every row accounted for), the checkpoints, and the
-slice's scores and embeddings. ``sftmix merge run.duckdb`` checks that the parts belong to one run and are all
-there and complete, and writes ``run.duckdb`` with confidence and the embedding map. A shard that died is re-run
-alone (it resumes); merging again rebuilds the same table.
+``sftmix score --shard i/N --out run.duckdb`` scores the examples whose id hashes to ``i`` (of ``N``) and writes ``run.part-i-of-N.duckdb``:
+the slice's rows of the ``examples`` table (a row of any status belongs to the shard its id hashes to, so the parts
+together account for every row), the checkpoints, and the slice's scores and embeddings. Every shard maps the run's
+one rendered-data cache (``run_data/``) instead of rendering the data again. ``sftmix merge run.duckdb`` checks that
+the parts belong to one run and are all there and complete, and writes ``run.duckdb`` with confidence and the
+embedding map. A shard that died is re-run alone (it resumes); merging again rebuilds the same table.
 """
 
 from __future__ import annotations
@@ -123,6 +124,9 @@ def merge_parts(
             table.insert_parts([i["path"] for i in infos])
             score_config = table.get_meta("score_config") or {}
             table.set_meta({"score_config": {**score_config, "shard": None, "workers": 1}})
+            expected = table.get_meta("dataset_rows")
+            if expected is not None and table.n_examples() != expected:
+                raise TableError(f"the parts hold {table.n_examples()} of the data's {expected} rows")
             n_ok, n_ckpt, n_scores = table.n_ok_examples(), len(infos[0]["checkpoints"]), table.n_scores()
             if n_scores != n_ok * n_ckpt:
                 raise TableError(f"the parts hold {n_scores} scores, expected {n_ok} examples x {n_ckpt} checkpoints")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from profiler.config import ScoreConfig
 from profiler.errors import SftmixError
+from profiler.pipeline.prepare import prepare_data
 from profiler.pipeline.shards import merge_parts, part_path
 
 
@@ -25,6 +26,7 @@ def run_workers(cfg: ScoreConfig) -> str:
     if n < 1:
         raise SftmixError("--workers 0 means one worker per GPU, and no GPU is visible; give a number")
     threads = 0 if on_gpu else max(1, (os.cpu_count() or 1) // n)
+    prepare_data(replace(cfg, workers=1))  # renders the data once, here: every worker maps the cache
     procs = []
     with tempfile.TemporaryDirectory(prefix="sftmix-workers-") as tmp:
         for k in range(n):

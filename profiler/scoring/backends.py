@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from profiler.data.items import item_lengths
 from profiler.errors import SftmixError
 from profiler.scoring.base import ExampleScore, ScoreItem
 
@@ -254,6 +255,6 @@ def make_backend(
     from profiler.hf import resolve_device
 
     if resolve_backend(choice, resolve_device(settings.device)) == "vllm":
-        max_len = max((len(it.input_ids) for it in items), default=1) + 1
+        max_len = max(item_lengths(items), default=1) + 1
         return VllmBackend(settings, checkpoints, max_len)
     return TorchBackend(settings)

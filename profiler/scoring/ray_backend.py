@@ -112,7 +112,11 @@ def ray_batches(
     workers = n_gpus or max(1, int(resources.get("CPU", 1)) // 2)
     ds = ray.data.from_items(
         [
-            {"example_id": it.example_id, "input_ids": list(it.input_ids), "response_mask": list(it.response_mask)}
+            {
+                "example_id": it.example_id,
+                "input_ids": np.asarray(it.input_ids).tolist(),
+                "response_mask": np.asarray(it.response_mask, dtype=bool).tolist(),
+            }
             for it in todo
         ]
     )

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from profiler.data.items import item_lengths
 from profiler.hf import causal_lm_parts
 from profiler.scoring.base import ExampleScore, ScoreItem
 from profiler.scoring.batching import token_budget_batches
@@ -36,9 +37,10 @@ def response_nll(head, hidden: torch.Tensor, targets: torch.Tensor, chunk_tokens
 def needed_tokens(item: ScoreItem) -> ScoreItem:
     """The item cut after its last response token: later tokens (a template's trailing newline, say) change no
     score, since attention is causal. The embedding pass keeps every token (it pools them all)."""
-    last = next((i for i in range(len(item.response_mask) - 1, -1, -1) if item.response_mask[i]), None)
-    if last is None or last + 1 == len(item.input_ids):
+    positions = np.flatnonzero(np.asarray(item.response_mask, dtype=bool))
+    if len(positions) == 0 or positions[-1] + 1 == len(item.input_ids):
         return item
+    last = int(positions[-1])
     return ScoreItem(item.example_id, item.input_ids[: last + 1], item.response_mask[: last + 1])
 
 
@@ -84,17 +86,15 @@ class TorchScorer:
         """Length of the token prefix all items share and that holds no position predicting a response token."""
         if not self.share_prefix or len(items) < 2:
             return 0
-        first = items[0].input_ids
+        first = np.asarray(items[0].input_ids)
         n = min(len(it.input_ids) for it in items)
         for it in items:
             # Stop one before the first response token: that position's hidden state is needed per item.
-            n = min(n, next((i for i, m in enumerate(it.response_mask) if m and i > 0), len(it.input_ids)) - 1)
+            later = np.flatnonzero(np.asarray(it.response_mask, dtype=bool)[1:])
+            n = min(n, (int(later[0]) + 1 if len(later) else len(it.input_ids)) - 1)
         for it in items[1:]:
-            ids = it.input_ids
-            i = 0
-            while i < n and ids[i] == first[i]:
-                i += 1
-            n = i
+            differ = np.flatnonzero(np.asarray(it.input_ids)[:n] != first[:n])
+            n = int(differ[0]) if len(differ) else n
         return n if n >= self.min_prefix else 0
 
     def _hidden(self, ids: torch.Tensor, attn: torch.Tensor, prefix: int) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -130,9 +130,9 @@ class TorchScorer:
         resp = torch.zeros((len(items), longest), dtype=torch.bool)
         for r, it in enumerate(items):  # right padding: positions of real tokens are unaffected
             n = len(it.input_ids)
-            ids[r, :n] = torch.as_tensor(it.input_ids)
+            ids[r, :n] = torch.as_tensor(np.asarray(it.input_ids, dtype=np.int64))
             attn[r, :n] = 1
-            resp[r, :n] = torch.as_tensor(list(it.response_mask), dtype=torch.bool)
+            resp[r, :n] = torch.as_tensor(np.array(it.response_mask, dtype=bool))
         resp[:, 0] = False  # the first token has nothing to predict it
         return ids.to(self.device), attn.to(self.device), resp.to(self.device)
 
@@ -180,9 +180,7 @@ class TorchScorer:
     ) -> Iterator[list[ExampleScore]]:
         """Yield scores batch by batch, longest examples first (with embeddings when ``embed``, per-token NLLs
         when ``tokens``)."""
-        if not embed:
-            items = [needed_tokens(it) for it in items]
-        lengths = [len(it.input_ids) for it in items]
+        lengths = item_lengths(items, trim=not embed)  # score_batch trims each batch's items the same way
         batches = token_budget_batches(lengths, self.max_tokens, self.max_batch_size)
         with tqdm(total=sum(lengths), unit="tok", desc=desc, disable=not progress, unit_scale=True) as bar:
             for batch in batches:

@@ -130,11 +130,11 @@ class VllmScorer:
         lora = self._lora_request(adapter)
         for s in range(0, len(items), chunk):
             part = items[s : s + chunk]
-            prompts = [TokensPrompt(prompt_token_ids=list(it.input_ids)) for it in part]
+            prompts = [TokensPrompt(prompt_token_ids=np.asarray(it.input_ids).tolist()) for it in part]
             outs = self.llm.generate(prompts, self.params, lora_request=lora, use_tqdm=progress)
             scores = []
             for it, out in zip(part, outs):
-                lps = self._token_logprobs(out.prompt_logprobs, list(it.input_ids))
+                lps = self._token_logprobs(out.prompt_logprobs, np.asarray(it.input_ids).tolist())
                 picked = [lps[t] for t in range(1, len(lps)) if it.response_mask[t]]
                 per_token = np.negative(np.asarray(picked, dtype=np.float32)) if tokens else None
                 scores.append(ExampleScore(it.example_id, -float(sum(picked)), len(picked), token_nll=per_token))

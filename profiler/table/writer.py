@@ -15,13 +15,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import duckdb
 import numpy as np
 import polars as pl
 
 from profiler.errors import TableError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 from profiler.table.db import connect, fetch_frame, file_kind, open_error, peek, stored_schema_version, table_names
 from profiler.table.schema import (
     DDL,
@@ -276,13 +279,17 @@ class TableWriter:
         return self.con.execute("SELECT count(*) FROM examples").fetchone()[0]
 
     def init_examples(
-        self, rows: Sequence[dict[str, Any]] | pl.DataFrame, fingerprint: str, settings: dict[str, Any]
+        self,
+        rows: Sequence[dict[str, Any]] | pl.DataFrame | Iterable[pa.RecordBatch],
+        fingerprint: str,
+        settings: dict[str, Any],
     ) -> bool:
         """Write the examples of a new run, or check that a re-run is over the same data with the same settings.
 
         Args:
             rows: one dict (or frame row) per example with the ``examples`` columns (:data:`EXAMPLE_COLUMNS`);
-                a frame's missing columns are null.
+                a frame's missing columns are null. Or Arrow record batches of those columns in that order (the
+                rendered cache's), read a batch at a time: only consumed when the examples are written now.
 
         Returns:
             True when the examples were written now, False when they were already there.
@@ -303,16 +310,21 @@ class TableWriter:
                 raise TableError(f"{self.path} was scored with other settings {changed}; use a new --out")
             return False
         if isinstance(rows, pl.DataFrame):
-            frame = rows.select(
-                pl.col(c).cast(t) if c in rows.columns else pl.lit(None, dtype=t).alias(c)
-                for c, t in EXAMPLE_COLUMNS.items()
-            )
+            batches = [
+                rows.select(
+                    pl.col(c).cast(t) if c in rows.columns else pl.lit(None, dtype=t).alias(c)
+                    for c, t in EXAMPLE_COLUMNS.items()
+                )
+            ]
+        elif isinstance(rows, Sequence):
+            batches = [pl.DataFrame(list(rows), schema=EXAMPLE_COLUMNS)]
         else:
-            frame = pl.DataFrame(list(rows), schema=EXAMPLE_COLUMNS)
+            batches = rows
         with self.transaction():
-            self.con.register("new_examples", frame)
-            self.con.execute(f"INSERT INTO examples ({', '.join(EXAMPLE_COLUMNS)}) SELECT * FROM new_examples")
-            self.con.unregister("new_examples")
+            for batch in batches:
+                self.con.register("new_examples", batch)
+                self.con.execute(f"INSERT INTO examples ({', '.join(EXAMPLE_COLUMNS)}) SELECT * FROM new_examples")
+                self.con.unregister("new_examples")
             self._put_meta({"dataset_fingerprint": fingerprint, "score_settings": settings})
         return True
 
@@ -559,11 +571,12 @@ class TableWriter:
             with self.transaction():
                 for k, alias in enumerate(aliases):
                     if k == 0:
-                        for name in ("examples", "checkpoints"):
-                            con.execute(f"INSERT INTO {name} SELECT * FROM {alias}.{name}")
+                        con.execute(f"INSERT INTO checkpoints SELECT * FROM {alias}.checkpoints")
                         for key, value in con.execute(f"SELECT key, value FROM {alias}.meta").fetchall():
                             if key not in _PART_ONLY_META:
                                 con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
+                    # A part holds its shard's rows (one written before 1.2 holds every row: taken once).
+                    con.execute(f"INSERT OR IGNORE INTO examples SELECT * FROM {alias}.examples")
                     con.execute(f"INSERT OR IGNORE INTO scores SELECT * FROM {alias}.scores")
                     con.execute(f"INSERT OR IGNORE INTO embeddings SELECT * FROM {alias}.embeddings")
                     for name in self._tables_of(alias, STAND_INS):  # parts written before 1.1 lack them

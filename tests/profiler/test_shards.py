@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from profiler import open_table
@@ -65,8 +66,17 @@ def test_shards_merge_to_the_unsharded_table(tiny_llama, profile_data, tmp_path)
     out = tmp_path / "run.duckdb"
     parts = [run_score(cfg_for(tiny_llama, profile_data, out, shard=f"{k}/3")) for k in range(3)]
     assert [Path(p) for p in parts] == find_parts(out)
-    with open_table(parts[1]) as t:  # a part holds every row but only its slice's scores, and no confidence
-        assert t.examples.height == 31 and 0 < t.scores["example_id"].n_unique() < 30 and t.confidence.is_empty()
+    sizes = []
+    for k, part in enumerate(parts):  # a part holds its slice's rows (of any status) and scores, no confidence
+        with open_table(part) as t:
+            ids = t.examples["example_id"].to_list()
+            assert ids and all(in_shard(i, k, 3) for i in ids) and t.confidence.is_empty()
+            assert set(t.scores["example_id"]) == set(t.examples.filter(pl.col("status") == "ok")["example_id"])
+            sizes.append(len(ids))
+    assert sum(sizes) == 31  # together, every row (the bad one included)
+    with open_table(parts[0]) as t:  # every shard read the one rendered-data cache: rendered once
+        cache = Path(t.meta["data_cache"])
+    assert cache.parent == tmp_path / "run_data" and len([p for p in cache.parent.iterdir() if p.is_dir()]) == 1
     merged = merge_parts(out, projection="pca")
     assert_same(state(merged), state(whole))
     before = state(merged)

@@ -17,6 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from profiler import open_table
 from profiler.config import ScoreConfig
+from profiler.data.render import RenderedExample
 from profiler.data.tokens import REPLACEMENT, start_tokens, token_texts
 from profiler.export import export_split
 from profiler.ifd import alone_item
@@ -195,7 +196,8 @@ def _reference_ifd(model_dir: Path, cfg: ScoreConfig) -> dict[str, tuple[float, 
     tok = AutoTokenizer.from_pretrained(model_dir)
     bos = tok("a")["input_ids"][: -len(tok("a", add_special_tokens=False)["input_ids"])]
     out = {}
-    for eid, r in prepare_data(cfg).rendered.items():
+    for it in prepare_data(cfg).ok_items():
+        eid, r = it.example_id, RenderedExample(it.input_ids.tolist(), it.response_mask.tolist())
         ids = torch.tensor([r.input_ids])
         with torch.no_grad():
             conditional = model(input_ids=ids, labels=torch.tensor([r.labels()])).loss.item()
