@@ -243,12 +243,10 @@ def training_args(args, arm: str, seed: int, lr: float, out_dir: Path):
 
 def randomize_split(trainer, seed: int) -> dict:
     """Give the trainer training rows whose flags are a seeded permutation of the real ones (same sizes)."""
-    from trainer_plugin.data import SplitDataset
-
-    rows = trainer.train_dataset.rows
-    flags = np.array([bool(r["confident"]) for r in rows])
+    ds = trainer.train_dataset
+    flags = np.asarray(ds["confident"], dtype=bool)
     perm = np.random.default_rng([seed, 1234]).permutation(flags)
-    trainer.train_dataset = SplitDataset([{**r, "confident": bool(f)} for r, f in zip(rows, perm)])
+    trainer.train_dataset = ds.remove_columns("confident").add_column("confident", perm.tolist())
     return {"n_confident": int(perm.sum()), "n_flipped": int((perm != flags).sum())}
 
 
@@ -276,11 +274,11 @@ def train_run(args, arm: str, seed: int, lr: float, work: Path) -> dict:
     out_dir = work / "runs" / f"{arm}-seed{seed}-lr{lr:g}"
     t0 = time.perf_counter()
     trainer = build_trainer(training_args(args, arm, seed, lr, out_dir))
-    real_rows = list(trainer.train_dataset.rows)
+    real_rows = list(trainer.train_dataset)
     extra = randomize_split(trainer, seed) if ARMS[arm]["random_split"] else {}
     recorder = PairRecorder(trainer.data_collator)
     trainer.data_collator = recorder
-    heldout = sorted(r["example_id"] for r in trainer.eval_dataset.rows)
+    heldout = sorted(trainer.eval_dataset["example_id"])
     evals = [(0, trainer.evaluate())]
     torch.manual_seed(seed)
     trainer.train()

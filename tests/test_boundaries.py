@@ -118,3 +118,20 @@ def test_the_sql_scan_finds_sql():
     for form in ("INSERT OR IGNORE INTO scores", "FROM examples", "JOIN examples", "UPDATE embeddings"):
         assert any(form in s for s in found), form
     assert not SQL_OVER_SCHEMA.search("SELECT * FROM example_view JOIN score_view USING (example_id)")
+
+
+def test_nothing_points_outside_the_repository():
+    """The product stands alone in a clone: no file refers to the shared folder beside the repository."""
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    outside = re.compile(r"\.\./shared\b")
+    hits = []
+    for name in files:
+        path = ROOT / name
+        if path.suffix in {".py", ".md", ".toml", ".yaml", ".yml", ".cfg", ".txt", ""} and path.is_file():
+            text = path.read_text(encoding="utf-8", errors="replace")
+            hits += [f"{name}:{i}" for i, line in enumerate(text.splitlines(), 1) if outside.search(line)]
+    assert not hits, hits
+    design = (ROOT / "docs" / "DESIGN.md").read_text(encoding="utf-8")
+    assert "docs/DESIGN.md" in (ROOT / "README.md").read_text(encoding="utf-8")
+    for section in ("## The confidence table", "## Scale", "## Rendering, once"):
+        assert section in design

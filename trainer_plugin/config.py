@@ -101,6 +101,10 @@ class SFTMixTrainingArguments(SFTMixConfig, TrainingArguments):
     )
     template: str = option("auto", "auto, chat or alpaca", choices=("auto", "chat", "alpaca"))
     max_length: int = option(2048, "longer examples are truncated", ge=2)
+    data_cache_dir: str | None = option(
+        None, "folder of the rendered training data, built once for all ranks (default: PROFILE_data beside it)"
+    )
+    dataset_num_proc: int | None = option(None, "processes rendering the training data (default: one per CPU)", ge=1)
     dtype: str = option(
         "float32",
         "parameter dtype at load: float32 keeps float32 master weights (use --bf16 for bf16 compute), bfloat16 "

@@ -3,6 +3,12 @@
 The reference and the target may tokenize differently (weak-to-strong), so only the messages and the
 split travel; token ids are made here. A user's own dataset can replace the profile's copy of the data:
 it is joined by example id (a hash of the content), so it must hold the same examples.
+
+The rendering is a 🤗 ``datasets`` Arrow cache (int32 ``input_ids`` and ``labels``, a ``confident`` flag), built
+once by a batched map over processes and memory-mapped after: by every rank of a distributed run (the main
+process builds it, :func:`trainer_plugin.train.prepare_data`), and by the next run of the same profile, target
+tokenizer and settings. It lives beside the profile (``run_data/``, as the profiler's own cache) unless
+``cache_dir`` says otherwise.
 """
 
 from __future__ import annotations
@@ -11,17 +17,30 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import torch
 
 from profiler import open_table
 from profiler.data import Renderer, load_examples
-from profiler.data.formats import Example
-from profiler.data.render import pad_batch
-from profiler.errors import DataError, SftmixError
+from profiler.data.cache import (
+    CACHE_FORMAT,
+    build_once,
+    default_cache_root,
+    map_arrow,
+    open_files,
+    source_digest,
+    tokenizer_digest,
+)
+from profiler.data.ids import content_hash
+from profiler.data.render import RenderFailure, pad_batch
+from profiler.errors import SftmixError
 
 log = logging.getLogger(__name__)
+
+RAW_SCHEMA = pa.schema([("example_id", pa.string()), ("messages", pa.string()), ("split", pa.string())])
 
 
 class ProfileMismatch(SftmixError):
@@ -30,44 +49,85 @@ class ProfileMismatch(SftmixError):
 
 @dataclass
 class TrainingSet:
-    """Rendered training examples and what happened to each profile example."""
+    """The rendered training examples (a memory-mapped ``datasets.Dataset`` with ``example_id``, ``input_ids``,
+    ``labels``, ``confident``, ``truncated``) and what happened to the profile's examples."""
 
-    rows: list[dict]
+    dataset: object
     n_profile: int
     n_dropped: int
     n_truncated: int
-
-    @property
-    def confident(self) -> list[int]:
-        return [i for i, r in enumerate(self.rows) if r["confident"]]
-
-    @property
-    def unconfident(self) -> list[int]:
-        return [i for i, r in enumerate(self.rows) if not r["confident"]]
+    path: Path | None = None
 
 
-class SplitDataset(torch.utils.data.Dataset):
-    """Items ``{"input_ids", "labels", "confident"}`` for :class:`PairCollator`."""
+def _features():
+    from datasets import Features, List, Value
 
-    def __init__(self, rows: Sequence[dict]):
-        self.rows = list(rows)
+    return Features(
+        {
+            "example_id": Value("string"),
+            "input_ids": List(Value("int32")),
+            "labels": List(Value("int32")),
+            "confident": Value("bool"),
+            "truncated": Value("bool"),
+        }
+    )
 
-    def __len__(self) -> int:
-        return len(self.rows)
 
-    def __getitem__(self, i: int) -> dict:
-        return self.rows[i]
+def render_training_batch(batch: dict[str, list], *, renderer: Renderer) -> dict[str, list]:
+    """The map function: each example rendered for the target, or dropped when no response token is left."""
+    outs = renderer.render_many([json.loads(m) for m in batch["messages"]])
+    keep = [i for i, o in enumerate(outs) if not isinstance(o, RenderFailure)]
+    labels = []
+    for i in keep:
+        lab = np.where(outs[i].response_mask, outs[i].input_ids, -100).astype(np.int32)
+        lab[0] = -100  # the first token has nothing to predict it
+        labels.append(lab)
+    return {
+        "example_id": [batch["example_id"][i] for i in keep],
+        "input_ids": [outs[i].input_ids for i in keep],
+        "labels": labels,
+        "confident": [batch["split"][i] == "confident" for i in keep],
+        "truncated": [outs[i].truncated for i in keep],
+    }
 
 
-def _profile_examples(profile: str) -> dict[str, tuple[list[dict], str]]:
+def _profile_splits(profile: str) -> tuple[dict[str, str], str]:
     with open_table(profile) as t:
-        frame = t.split_examples()
+        frame = t.frame("SELECT example_id, split FROM confidence")
+        digest = t.split_digest()
     if frame.is_empty():
         raise ProfileMismatch(f"{profile} has no confidence split yet; finish `sftmix profile` (or score) first")
-    return {
-        eid: (json.loads(msgs), split)
-        for eid, msgs, split in frame.select("example_id", "messages", "split").iter_rows()
+    return dict(frame.iter_rows()), digest
+
+
+def _write_profile_rows(profile: str, path: Path) -> int:
+    """The profile's split examples into the Arrow file the map reads, streamed from the table."""
+    n = 0
+    with open_table(profile) as t, pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, RAW_SCHEMA) as w:
+        for batch in t.split_batches():
+            w.write_batch(pa.RecordBatch.from_arrays(batch.columns, schema=RAW_SCHEMA))
+            n += batch.num_rows
+    return n
+
+
+def _write_data_rows(profile: str, data: Sequence[str], splits: dict[str, str], path: Path) -> int:
+    """The user's ``data`` joined to the profile's splits by example id, into the Arrow file the map reads."""
+    loaded = load_examples(list(data), on_error="raise")
+    unknown = [r for r in loaded if r.example_id not in splits]
+    if unknown:
+        first = unknown[0]
+        raise ProfileMismatch(
+            f"{len(unknown)} of {len(loaded)} training examples are not in the profile {profile} "
+            f"(first: {first.source_file}, row {first.file_row}); profile this dataset first"
+        )
+    cols = {
+        "example_id": [r.example_id for r in loaded],
+        "messages": [json.dumps(r.example.messages, ensure_ascii=False) for r in loaded],
+        "split": [splits[r.example_id] for r in loaded],
     }
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, RAW_SCHEMA) as w:
+        w.write_table(pa.table(cols, schema=RAW_SCHEMA))
+    return len(loaded)
 
 
 def load_training_set(
@@ -77,66 +137,97 @@ def load_training_set(
     data: Sequence[str] | None = None,
     template: str = "auto",
     max_length: int = 2048,
+    cache_dir: str | Path | None = None,
+    num_proc: int | None = None,
 ) -> TrainingSet:
-    """Render the profile's split examples (or ``data`` joined to the profile) for the target tokenizer.
+    """Render the profile's split examples (or ``data`` joined to the profile) for the target tokenizer, or map
+    the cache a run of the same profile, tokenizer and settings made.
 
     Examples longer than ``max_length`` are truncated; those left with no response token are dropped
     and counted.
 
+    Args:
+        cache_dir: the folder of caches (default: the profile's ``run_data/`` beside it).
+        num_proc: processes for the rendering map (None or 0: one per CPU).
+
     Raises:
         ProfileMismatch: the profile has no split, or ``data`` holds examples the profile does not.
     """
-    by_id = _profile_examples(profile)
-    if data:
-        loaded = load_examples(list(data), on_error="raise")
-        unknown = [r for r in loaded if r.example_id not in by_id]
-        if unknown:
-            first = unknown[0]
-            raise ProfileMismatch(
-                f"{len(unknown)} of {len(loaded)} training examples are not in the profile {profile} "
-                f"(first: {first.source_file}, row {first.file_row}); profile this dataset first"
-            )
-        items = [(r.example_id, r.example.messages, by_id[r.example_id][1]) for r in loaded]
-    else:
-        items = [(eid, msgs, split) for eid, (msgs, split) in by_id.items()]
+    splits, digest = _profile_splits(profile)
     renderer = Renderer(tokenizer, template, max_length, truncate=True)
-    rows, dropped, truncated = [], 0, 0
-    for eid, msgs, split in items:
-        try:
-            r = renderer.render(Example(msgs))
-        except DataError as e:
-            dropped += 1
-            log.warning("example %s dropped: %s", eid, e.reason)
-            continue
-        truncated += r.truncated
-        rows.append(
-            {"example_id": eid, "input_ids": r.input_ids, "labels": r.labels(), "confident": split == "confident"}
+    key = "train-" + content_hash(
+        {
+            "format_version": CACHE_FORMAT,
+            "profile": digest,
+            "data": [source_digest(d, "train") for d in data or []],
+            "tokenizer": tokenizer_digest(tokenizer),
+            "template": renderer.template,
+            "max_length": max_length,
+        }
+    )
+
+    def build(tmp: Path) -> dict:
+        raw = tmp / "raw.arrow"
+        n = _write_data_rows(profile, data, splits, raw) if data else _write_profile_rows(profile, raw)
+        rendered, files = map_arrow(
+            raw,
+            render_training_batch,
+            fn_kwargs={"renderer": renderer},
+            features=_features(),
+            remove_columns=RAW_SCHEMA.names,
+            num_proc=num_proc,
+            progress=True,
+            desc="rendering for the target",
         )
+        n_truncated = int(np.count_nonzero(rendered.data.column("truncated").to_numpy()))
+        n_kept = len(rendered)
+        del rendered
+        raw.unlink()
+        return {"files": files, "n_rows": n, "n_kept": n_kept, "n_truncated": n_truncated}
+
+    path, manifest, _ = build_once(Path(cache_dir or default_cache_root(profile)), key, build)
+    dropped = manifest["n_rows"] - manifest["n_kept"]
     if dropped:
         log.warning(
             "%d of %d examples had no response token within max_length=%d and were dropped",
             dropped,
-            len(items),
+            manifest["n_rows"],
             max_length,
         )
-    return TrainingSet(rows, len(items), dropped, truncated)
+    dataset = open_files(path, manifest["files"])
+    return TrainingSet(dataset, manifest["n_rows"], dropped, manifest["n_truncated"], path)
 
 
-def hold_out(rows: Sequence[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
-    """Split rows into (train, held out), stratified by split: ``round(fraction * n)`` of each split's ``n`` rows
-    (at least one), drawn with ``seed``. The draw depends only on the example ids, not on the rows' order."""
+def _ids_and_flags(rows) -> tuple[list[str], np.ndarray]:
+    if hasattr(rows, "column_names"):  # a datasets.Dataset: its columns, not its rows
+        return list(rows["example_id"]), np.asarray(rows["confident"], dtype=bool)
+    return [r["example_id"] for r in rows], np.asarray([bool(r["confident"]) for r in rows], dtype=bool)
+
+
+def hold_out(rows, fraction: float, seed: int):
+    """Split a training set (a ``datasets.Dataset``, or a list of rows) into (train, held out), stratified by
+    split: ``round(fraction * n)`` of each split's ``n`` examples (at least one), drawn with ``seed``. The draw
+    depends only on the example ids, not on their order."""
+    ids, flags = _ids_and_flags(rows)
     rng = np.random.default_rng(seed)
     held: set[str] = set()
     for flag in (True, False):
-        ids = sorted(r["example_id"] for r in rows if r["confident"] is flag)
-        k = max(1, round(fraction * len(ids))) if ids else 0
-        held.update(ids[i] for i in rng.permutation(len(ids))[:k])
-    return [r for r in rows if r["example_id"] not in held], [r for r in rows if r["example_id"] in held]
+        chosen = sorted(e for e, f in zip(ids, flags) if f == flag)
+        k = max(1, round(fraction * len(chosen))) if chosen else 0
+        held.update(chosen[i] for i in rng.permutation(len(chosen))[:k])
+    return select(rows, [e not in held for e in ids]), select(rows, [e in held for e in ids])
 
 
-def split_counts(rows: Sequence[dict]) -> dict[str, int]:
-    n = sum(bool(r["confident"]) for r in rows)
-    return {"confident": n, "unconfident": len(rows) - n}
+def select(rows, keep: Sequence[bool]):
+    """The rows ``keep`` marks: a ``datasets.Dataset`` view (no copy), or a list."""
+    if hasattr(rows, "select"):
+        return rows.select(np.flatnonzero(keep))
+    return [r for r, k in zip(rows, keep) if k]
+
+
+def split_counts(rows) -> dict[str, int]:
+    _, flags = _ids_and_flags(rows)
+    return {"confident": int(flags.sum()), "unconfident": int(len(flags) - flags.sum())}
 
 
 class PairCollator:

@@ -17,7 +17,7 @@ import torch
 from profiler.errors import ModelError, SftmixError
 from profiler.hf import load_tokenizer
 from trainer_plugin.config import SFTMixTrainingArguments
-from trainer_plugin.data import PairCollator, SplitDataset, TrainingSet, hold_out, load_training_set, split_counts
+from trainer_plugin.data import PairCollator, TrainingSet, hold_out, load_training_set, select, split_counts
 from trainer_plugin.trainer import SFTMixTrainer, read_state, resolve_checkpoint
 
 log = logging.getLogger(__name__)
@@ -28,32 +28,50 @@ CONFIG_FILE = "sftmix_train_config.json"
 
 @dataclass
 class PreparedData:
-    """The rendered training and evaluation rows, and what happened to the profile's examples."""
+    """The rendered training and evaluation examples (``datasets.Dataset`` views of the cache, or None for no eval
+    set), and what happened to the profile's examples."""
 
-    train: list[dict]
-    eval: list[dict]
+    train: object
+    eval: object | None
     source: TrainingSet
 
 
+def _training_sets(args: SFTMixTrainingArguments, tokenizer) -> tuple[TrainingSet, TrainingSet | None]:
+    """The training (and ``--eval_data``) sets, rendered once for every rank: the main process builds the cache
+    while the others wait, then they map it (the cache's lock would serialize them anyway)."""
+    kw = dict(
+        template=args.template,
+        max_length=args.max_length,
+        cache_dir=args.data_cache_dir,
+        num_proc=args.dataset_num_proc,
+    )
+    with args.main_process_first(local=False, desc="rendering the training data"):
+        data = load_training_set(args.profile, tokenizer, data=args.data or None, **kw)
+        extra = load_training_set(args.profile, tokenizer, data=args.eval_data, **kw) if args.eval_data else None
+    return data, extra
+
+
 def prepare_data(args: SFTMixTrainingArguments, tokenizer) -> PreparedData:
-    """Training rows, and the eval rows held out of them (``--eval_fraction``) or joined from ``--eval_data``."""
-    kw = dict(template=args.template, max_length=args.max_length)
-    data = load_training_set(args.profile, tokenizer, data=args.data or None, **kw)
-    rows, eval_rows = data.rows, []
+    """Training examples, and the eval examples held out of them (``--eval_fraction``) or joined from
+    ``--eval_data``."""
+    data, extra = _training_sets(args, tokenizer)
+    rows, eval_rows = data.dataset, None
     if args.eval_fraction is not None:
         rows, eval_rows = hold_out(rows, args.eval_fraction, args.eval_seed)
-    elif args.eval_data:
-        eval_rows = load_training_set(args.profile, tokenizer, data=args.eval_data, **kw).rows
-        held = {r["example_id"] for r in eval_rows}
-        rows = [r for r in rows if r["example_id"] not in held]
-        log.info("%d of the eval examples are also training examples: held out of training", len(data.rows) - len(rows))
+    elif extra is not None:
+        eval_rows = extra.dataset
+        held = set(eval_rows["example_id"])
+        rows = select(rows, [e not in held for e in rows["example_id"]])
+        n_both = len(data.dataset) - len(rows)
+        log.info("%d of the eval examples are also training examples: held out of training", n_both)
     train_counts = split_counts(rows)
     if not all(train_counts.values()):
         raise SftmixError(
             f"{args.profile}: training needs examples in both splits, got {train_counts['confident']} confident "
-            f"and {train_counts['unconfident']} unconfident" + (" after holding out the eval set" if eval_rows else "")
+            f"and {train_counts['unconfident']} unconfident"
+            + (" after holding out the eval set" if eval_rows is not None else "")
         )
-    if eval_rows:
+    if eval_rows is not None:
         eval_counts = split_counts(eval_rows)
         empty = [name for name, n in eval_counts.items() if not n]
         if empty:
@@ -118,7 +136,7 @@ def build_trainer(args: SFTMixTrainingArguments, **trainer_kwargs) -> SFTMixTrai
     tokenizer = load_tokenizer(args.model)
     data = prepare_data(args, tokenizer)
     check_resume(args)
-    if data.eval and args.process_index == 0:
+    if data.eval is not None and args.process_index == 0:
         save_heldout(args, data.eval)
     model = load_target(args, tokenizer)
     log.info(
@@ -127,13 +145,13 @@ def build_trainer(args: SFTMixTrainingArguments, **trainer_kwargs) -> SFTMixTrai
         ", ".join(f"{n} {k}" for k, n in split_counts(data.train).items()),
         data.source.n_truncated,
         data.source.n_dropped,
-        len(data.eval),
+        len(data.eval) if data.eval is not None else 0,
     )
     return SFTMixTrainer(
         model=model,
         args=args,
-        train_dataset=SplitDataset(data.train),
-        eval_dataset=SplitDataset(data.eval) if data.eval else None,
+        train_dataset=data.train,
+        eval_dataset=data.eval,
         data_collator=PairCollator(tokenizer.pad_token_id),
         processing_class=tokenizer,
         sftmix=args.sftmix,
@@ -141,7 +159,7 @@ def build_trainer(args: SFTMixTrainingArguments, **trainer_kwargs) -> SFTMixTrai
     )
 
 
-def save_heldout(args: SFTMixTrainingArguments, rows: list[dict]) -> Path:
+def save_heldout(args: SFTMixTrainingArguments, rows) -> Path:
     """The eval set's example ids, beside the model, so a later comparison evaluates the same examples."""
     out = Path(args.output_dir, HELDOUT_FILE)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -151,7 +169,7 @@ def save_heldout(args: SFTMixTrainingArguments, rows: list[dict]) -> Path:
         "eval_seed": args.eval_seed if args.eval_fraction is not None else None,
         "eval_data": args.eval_data,
         "counts": split_counts(rows),
-        "example_ids": sorted(r["example_id"] for r in rows),
+        "example_ids": sorted(rows["example_id"]),
     }
     out.write_text(json.dumps(record, indent=1), encoding="utf-8")
     return out

@@ -2,8 +2,8 @@
 
 :class:`SFTMixMixin` holds everything, so it can also be mixed into TRL's ``SFTTrainer`` or another
 Trainer subclass: ``class MyTrainer(SFTMixMixin, SFTTrainer)``. The train dataset must say which examples
-are confident: the ``SplitDataset`` of :func:`trainer_plugin.data.load_training_set`, or (TRL needs a
-``datasets.Dataset``) ``Dataset.from_list(training_set.rows)``, with ``PairCollator`` as data collator.
+are confident: the ``datasets.Dataset`` of :func:`trainer_plugin.data.load_training_set` (``.dataset``, the
+memory-mapped rendered cache, or a selection of it), with ``PairCollator`` as data collator.
 
 Evaluation (an ``eval_dataset`` of the same rows, e.g. held out with :func:`trainer_plugin.data.hold_out`) logs the
 response NTP loss, token-weighted, overall and per split: ``eval_ntp_loss`` (also ``eval_loss``),
@@ -47,14 +47,12 @@ def _count_mix_tokens(labels: torch.Tensor) -> torch.Tensor:
 
 
 def _confident_flags(dataset) -> list[bool]:
-    """The ``confident`` flag of every example: a SplitDataset's rows, or a ``datasets.Dataset`` column."""
+    """The ``confident`` flag of every example: a ``datasets.Dataset`` column."""
     if hasattr(dataset, "column_names") and "confident" in dataset.column_names:
         return [bool(x) for x in dataset["confident"]]
-    if hasattr(dataset, "rows") and all("confident" in r for r in dataset.rows):
-        return [bool(r["confident"]) for r in dataset.rows]
     raise ValueError(
         "train_dataset needs a 'confident' flag per example: use trainer_plugin.data.load_training_set "
-        "(SplitDataset, or datasets.Dataset.from_list(training_set.rows) for TRL)"
+        "(its .dataset, for SFTMixTrainer and TRL's SFTTrainer alike)"
     )
 
 

@@ -42,6 +42,8 @@ MANIFEST = "manifest.json"
 # Rows per map batch and per raw-file batch: large enough that the tokenizer's batch call pays, small enough to
 # keep a worker's memory flat.
 BATCH_ROWS = 1000
+# A rendering progress bar is shown from this many rows (below, rendering takes seconds).
+PROGRESS_ROWS = 10_000
 # Below this many rows per process, forking workers costs more than it saves.
 ROWS_PER_PROCESS = 2000
 
@@ -86,6 +88,12 @@ def _features():
             "truncated": Value("bool"),
         }
     )
+
+
+def default_cache_root(table: str | Path) -> Path:
+    """``run.duckdb`` -> ``run_data/`` beside it; a part file ``run.part-1-of-8.duckdb`` shares its run's."""
+    p = Path(table)
+    return p.with_name(p.stem.split(".part-")[0] + "_data")
 
 
 # --- fingerprints --------------------------------------------------------------------------------------------
@@ -264,32 +272,84 @@ def _processes(num_proc: int | None, n_rows: int) -> int | None:
     return n if n > 1 else None
 
 
-def _build(tmp: Path, key: str, sources, renderer: Renderer, fmt: str, fields, split: str, num_proc, progress):
+def map_arrow(
+    raw_file: Path, fn, *, fn_kwargs: dict, features, remove_columns: Sequence[str], num_proc, progress: bool, desc: str
+):
+    """``fn`` as a batched ``Dataset.map`` over the Arrow file ``raw_file``, over processes, written beside it
+    (``rendered*.arrow``); returns the mapped dataset and its file names."""
     import datasets
 
-    tmp.mkdir(parents=True)
-    n_rows = write_raw(sources, split, tmp / "raw.arrow")
-    raw = datasets.Dataset.from_file(str(tmp / "raw.arrow"))
+    raw = datasets.Dataset.from_file(str(raw_file))
+    progress = progress and len(raw) >= PROGRESS_ROWS
     if not progress:
         datasets.disable_progress_bars()
     try:
-        rendered = raw.map(
-            render_batch,
+        mapped = raw.map(
+            fn,
             batched=True,
             batch_size=BATCH_ROWS,
-            num_proc=_processes(num_proc, n_rows),
-            fn_kwargs={"renderer": renderer, "fmt": fmt, "fields": dict(fields or {})},
-            remove_columns=["text", "read_code", "read_reason"],
-            features=_features(),
-            cache_file_name=str(tmp / "rendered.arrow"),
-            new_fingerprint=f"{key}-rendered",
+            num_proc=_processes(num_proc, len(raw)),
+            fn_kwargs=fn_kwargs,
+            remove_columns=list(remove_columns),
+            features=features,
+            cache_file_name=str(raw_file.with_name("rendered.arrow")),
+            # The cache's own key names the result: no hashing of the function (and its tokenizer) by datasets.
+            new_fingerprint=f"{raw_file.parent.name}-rendered",
             load_from_cache_file=False,
-            desc="rendering",
+            desc=desc,
         )
     finally:
         if not progress:
             datasets.enable_progress_bars()
-    files = [Path(f["filename"]).name for f in rendered.cache_files]
+    return mapped, [Path(f["filename"]).name for f in mapped.cache_files]
+
+
+def build_once(root: Path, key: str, build) -> tuple[Path, dict, bool]:
+    """The cache folder ``root/key``: built by ``build(tmp) -> manifest`` under a file lock unless it is there.
+
+    The build writes into a temporary folder, the manifest last, and the folder is renamed into place, so what a
+    killed build left is never taken for a result (the next build starts over). Returns the folder, its manifest
+    and whether this call built it.
+    """
+    from filelock import FileLock
+
+    final = root / key
+    if (manifest := _read_manifest(final, key)) is not None:
+        return final, manifest, False
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root / f"{key}.lock")):
+        if (manifest := _read_manifest(final, key)) is not None:  # another process built it while this one waited
+            return final, manifest, False
+        tmp = root / f".{key}.building"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        manifest = {"key": key, "format": CACHE_FORMAT, **build(tmp)}
+        (tmp / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
+        os.replace(tmp, final)
+    return final, manifest, True
+
+
+def open_files(path: Path, files: Sequence[str]):
+    """The Arrow files of a cache folder as one memory-mapped ``datasets.Dataset``."""
+    import datasets
+
+    parts = [datasets.Dataset.from_file(str(path / f)) for f in files]
+    return datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+
+
+def _build(tmp: Path, sources, renderer: Renderer, fmt: str, fields, split: str, num_proc, progress) -> dict:
+    n_rows = write_raw(sources, split, tmp / "raw.arrow")
+    rendered, files = map_arrow(
+        tmp / "raw.arrow",
+        render_batch,
+        fn_kwargs={"renderer": renderer, "fmt": fmt, "fields": dict(fields or {})},
+        features=_features(),
+        remove_columns=["text", "read_code", "read_reason"],
+        num_proc=num_proc,
+        progress=progress,
+        desc="rendering",
+    )
     ids = _unique_ids(rendered.data.column("base_id"))
     ids_table = pa.table({"example_id": ids})
     with pa.OSFile(str(tmp / "ids.arrow"), "wb") as sink, pa.ipc.new_stream(sink, ids_table.schema) as w:
@@ -298,11 +358,9 @@ def _build(tmp: Path, key: str, sources, renderer: Renderer, fmt: str, fields, s
         ids.to_pylist(), rendered.data.column("source").to_pylist(), rendered.data.column("status").to_pylist()
     )
     n_tokens = int(pc.sum(rendered.data.column("n_tokens")).as_py() or 0)
-    del raw, rendered
+    del rendered
     (tmp / "raw.arrow").unlink()
-    manifest = {"key": key, "format": CACHE_FORMAT, "files": files, "n_rows": n_rows, "n_tokens": n_tokens}
-    manifest["fingerprint"] = fp
-    (tmp / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
+    return {"files": files, "n_rows": n_rows, "n_tokens": n_tokens, "fingerprint": fp}
 
 
 def _read_manifest(path: Path, key: str) -> dict | None:
@@ -330,23 +388,11 @@ def render_dataset(
         cache_root: the folder holding caches (one subfolder per key).
         num_proc: processes for the map (None or 0: one per CPU; small inputs run in this process).
     """
-    from filelock import FileLock
-
-    root = Path(cache_root)
     key = render_key(sources, renderer, fmt=fmt, fields=fields, split=split)
-    final = root / key
-    built = False
-    if _read_manifest(final, key) is None:
-        root.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(root / f"{key}.lock")):
-            if _read_manifest(final, key) is None:  # another process may have built it while this one waited
-                tmp = root / f".{key}.building"
-                shutil.rmtree(tmp, ignore_errors=True)  # a build that was killed: start over
-                shutil.rmtree(final, ignore_errors=True)
-                _build(tmp, key, sources, renderer, fmt, fields, split, num_proc, progress)
-                os.replace(tmp, final)
-                built = True
-    data = RenderedData(final, _read_manifest(final, key))
+    path, manifest, built = build_once(
+        Path(cache_root), key, lambda tmp: _build(tmp, sources, renderer, fmt, fields, split, num_proc, progress)
+    )
+    data = RenderedData(path, manifest)
     data.built = built
     return data
 
@@ -359,8 +405,7 @@ class RenderedData:
 
         self.path = path
         self.manifest = manifest
-        parts = [datasets.Dataset.from_file(str(path / f)) for f in manifest["files"]]
-        rows = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+        rows = open_files(path, manifest["files"])
         ids = datasets.Dataset.from_file(str(path / "ids.arrow"))
         self.dataset = datasets.concatenate_datasets([rows, ids], axis=1)
         self.table: pa.Table = self.dataset.data.table  # memory-mapped
@@ -404,11 +449,18 @@ class RenderedData:
         return RenderedItems.from_table(self.table, rows)
 
     def example_batches(self, rows: np.ndarray, columns: Sequence[str]) -> Iterator[pa.RecordBatch]:
-        """The ``examples`` columns of ``rows``, a batch at a time (``row_index`` is the row number)."""
-        for s in range(0, len(rows), BATCH_ROWS * 10):
-            take = pa.array(rows[s : s + BATCH_ROWS * 10])
-            part = self.table.take(take).append_column("row_index", take)
-            yield from part.select(list(columns)).to_batches()
+        """The ``examples`` columns of ``rows``, a batch at a time (``row_index`` is the row number): slices of the
+        memory-mapped columns where the rows run on (no copy), a copy of just those columns' rows otherwise."""
+        table = self.table.select([c for c in columns if c != "row_index"])
+        step = BATCH_ROWS * 10
+        for s in range(0, len(rows), step):
+            chunk = rows[s : s + step]
+            if chunk[-1] - chunk[0] == len(chunk) - 1:  # a run of rows
+                part = table.slice(int(chunk[0]), len(chunk))
+            else:
+                part = table.take(pa.array(chunk))
+            part = part.append_column("row_index", pa.array(chunk, pa.int64()))
+            yield from part.select(list(columns)).combine_chunks().to_batches()
 
 
 def cache_info(path: Path) -> dict[str, Any]:

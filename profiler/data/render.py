@@ -74,6 +74,7 @@ class Renderer:
         self.template = "chat" if template == "chat" or (template == "auto" and has_chat) else "alpaca"
         self.max_length = max_length
         self.truncate = truncate
+        self._template = None  # the compiled chat template, once checked (False: use apply_chat_template)
 
     def render_text(self, messages: list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
         """The full text and the character spans of the assistant turns."""
@@ -100,31 +101,30 @@ class Renderer:
         :class:`RenderFailure` that kept it from being scored.
         """
         texts = [self.render_text(m) for m in conversations]
-        encodings = self._encode([t for t, _ in texts])
-        return [self._finish(ids, starts, spans) for (_, spans), (ids, starts) in zip(texts, encodings)]
+        return [self._finish(ids, mask) for ids, mask in self._encode(texts)]
 
-    def _encode(self, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Token ids and each token's start offset, for every text: the Rust tokenizer's batch call (what the
-        tokenizer's ``__call__`` runs, without special tokens, minus its per-call Python overhead)."""
+    def _encode(self, texts: list[tuple[str, list[tuple[int, int]]]]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Token ids and response mask of each ``(text, assistant spans)``: a token is a response token when its
+        first character lies in a span. One call of the Rust tokenizer for the batch (what the tokenizer's
+        ``__call__`` runs, without special tokens, minus its per-call Python overhead)."""
         backend = getattr(self.tokenizer, "backend_tokenizer", None)
         if backend is None:
-            enc = self.tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
-            pairs = zip(enc["input_ids"], enc["offset_mapping"])
-            return [(np.asarray(i, np.int32), np.asarray([o[0] for o in off], np.int64)) for i, off in pairs]
+            enc = self.tokenizer([t for t, _ in texts], add_special_tokens=False, return_offsets_mapping=True)
+            out = []
+            for (_, spans), ids, offsets in zip(texts, enc["input_ids"], enc["offset_mapping"]):
+                starts = np.asarray([o[0] for o in offsets], dtype=np.int64)
+                mask = np.zeros(len(ids), dtype=bool)
+                for s, e in spans:
+                    mask |= (starts >= s) & (starts < e)
+                out.append((np.asarray(ids, dtype=np.int32), mask))
+            return out
+        encodings = backend.encode_batch([t for t, _ in texts], add_special_tokens=False)
         return [
-            (np.asarray(e.ids, dtype=np.int32), np.fromiter((o[0] for o in e.offsets), np.int64, len(e.offsets)))
-            for e in backend.encode_batch(texts, add_special_tokens=False)
+            (np.asarray(e.ids, dtype=np.int32), _span_mask(e, spans, len(t))) for (t, spans), e in zip(texts, encodings)
         ]
 
-    def _finish(self, ids: np.ndarray, starts: np.ndarray, spans: list[tuple[int, int]]):
-        """The response mask from the assistant turns' character spans, then the length rules."""
-        mask = np.zeros(len(ids), dtype=bool)
-        ordered = bool(np.all(starts[1:] >= starts[:-1]))
-        for s, e in spans:  # a token belongs to the turn its first character is in
-            if ordered:
-                mask[np.searchsorted(starts, s, "left") : np.searchsorted(starts, e, "left")] = True
-            else:  # offsets out of order (a tokenizer that reorders): test each token
-                mask |= (starts >= s) & (starts < e)
+    def _finish(self, ids: np.ndarray, mask: np.ndarray):
+        """The length rules, on a rendered example."""
         truncated = False
         if len(ids) > self.max_length:
             if not self.truncate:
@@ -138,7 +138,15 @@ class Renderer:
         return RenderedExample(ids, mask, truncated)
 
     def _apply(self, messages, add_generation_prompt: bool = False) -> str:
+        if self._template is None:
+            self._template = _compiled_template(self.tokenizer) or False
+        if self._template:
+            return self._template(messages, add_generation_prompt)
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+    def __getstate__(self) -> dict:
+        # A compiled template does not pickle (the data stage sends the renderer to its worker processes).
+        return {**self.__dict__, "_template": None}
 
     def _chat_text(self, messages: list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
         try:
@@ -152,7 +160,7 @@ class Renderer:
             if m["role"] != "assistant":
                 continue
             before = self._apply(messages[:k], add_generation_prompt=True)
-            through = self._apply(messages[: k + 1])
+            through = full if k + 1 == len(messages) else self._apply(messages[: k + 1])
             if through.startswith(before) and full.startswith(through):
                 # Keep the end-of-turn marker, drop the whitespace after it.
                 start, end = len(before), len(through.rstrip())
@@ -182,6 +190,68 @@ class Renderer:
                 spans.append((start, len(text)))
                 text += "\n\n"
         return text.rstrip("\n"), spans
+
+
+def _first_token_at(enc, pos: int, text_len: int) -> int:
+    """Index of the first token whose first character is at ``pos`` or later (offsets are in text order)."""
+    for p in range(pos, text_len):
+        t = enc.char_to_token(p)
+        if t is not None:  # the token holding the first covered character at or after pos
+            return t if enc.token_to_chars(t)[0] >= pos else t + 1
+    return len(enc.ids)
+
+
+def _span_mask(enc, spans: list[tuple[int, int]], text_len: int) -> np.ndarray:
+    """The response mask of an encoding: tokens whose first character lies in a span, found at the spans' ends
+    (a few lookups per turn, instead of converting every token's offsets)."""
+    mask = np.zeros(len(enc.ids), dtype=bool)
+    for s, e in spans:
+        mask[_first_token_at(enc, s, text_len) : _first_token_at(enc, e, text_len)] = True
+    return mask
+
+
+_PROBES = (
+    [{"role": "user", "content": "Hi there."}, {"role": "assistant", "content": "Hello!"}],
+    [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "One?"},
+        {"role": "assistant", "content": "1"},
+        {"role": "user", "content": "Two?"},
+        {"role": "assistant", "content": "2"},
+    ],
+)
+
+
+def _compiled_template(tokenizer):
+    """The tokenizer's chat template as a function ``(messages, add_generation_prompt) -> str``, calling the
+    compiled Jinja template directly: ``apply_chat_template`` spends most of its time copying and checking its
+    input. Used only when it renders probe conversations exactly as ``apply_chat_template`` does; else None."""
+    try:
+        from transformers.utils.chat_template_utils import _compile_jinja_template
+
+        compiled = _compile_jinja_template(tokenizer.chat_template)
+        kwargs = dict(tokenizer.special_tokens_map)
+
+        def render(messages, add_generation_prompt: bool = False) -> str:
+            return compiled.render(
+                messages=messages, tools=None, documents=None, add_generation_prompt=add_generation_prompt, **kwargs
+            )
+
+        def outcome(fn, messages, gen: bool) -> str | None:
+            try:
+                return fn(messages, gen)
+            except Exception:  # a template may reject a conversation (Gemma's, a system role): both must
+                return None
+
+        def reference(messages, gen: bool) -> str:
+            return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=gen)
+
+        probes = [(p[:n], gen) for p in _PROBES for n in range(1, len(p) + 1) for gen in (False, True)]
+        if any(outcome(render, m, g) != outcome(reference, m, g) for m, g in probes):
+            return None
+    except Exception:  # another transformers, without this function
+        return None
+    return render
 
 
 def pad_batch(rows: list[dict], pad_token_id: int) -> dict:

@@ -3,27 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from profiler import __version__
 from profiler.config import ScoreConfig, parse_shard
-from profiler.data.cache import RenderedData, render_dataset
+from profiler.data.cache import RenderedData, default_cache_root, render_dataset
 from profiler.data.items import RenderedItems
 from profiler.data.load import parse_source_spec
 from profiler.data.render import Renderer
 from profiler.hf import load_tokenizer
 from profiler.scoring.base import ScoreItem
 from profiler.table.writer import EXAMPLE_COLUMNS, TableWriter
-
-
-def default_cache_dir(out: str | Path) -> Path:
-    """``run.duckdb`` -> ``run_data/`` beside it; a part file ``run.part-1-of-8.duckdb`` shares its run's."""
-    p = Path(out)
-    stem = p.stem.split(".part-")[0]
-    return p.with_name(stem + "_data")
 
 
 @dataclass
@@ -87,7 +79,7 @@ def prepare_data(cfg: ScoreConfig) -> Prepared:
     data = render_dataset(
         [parse_source_spec(s) for s in cfg.data],
         renderer,
-        cfg.cache_dir or default_cache_dir(cfg.out),
+        cfg.cache_dir or default_cache_root(cfg.out),
         fmt=cfg.format,
         fields=cfg.fields,
         split=cfg.split,

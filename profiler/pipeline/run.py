@@ -16,8 +16,9 @@ from typing import Any
 
 from profiler.checkpoints import check_compatible, discover_checkpoints
 from profiler.config import FinetuneConfig, ScoreConfig, parse_shard
+from profiler.data.cache import default_cache_root
 from profiler.errors import SftmixError, TableError
-from profiler.pipeline.prepare import Prepared, default_cache_dir, open_run, prepare_data
+from profiler.pipeline.prepare import Prepared, open_run, prepare_data
 from profiler.pipeline.score import ifd_model_info, score_checkpoints
 from profiler.pipeline.shards import part_path
 from profiler.pipeline.stages import Stage, done_stages, run_stages
@@ -54,7 +55,7 @@ def _checkpoint_dir(s: RunState) -> Path:
 
 # --- the stages -------------------------------------------------------------------------------------------
 def _data_text(s: RunState) -> str:
-    return f"loading and rendering data (or reading it from {s.cfg.cache_dir or default_cache_dir(s.cfg.out)})"
+    return f"loading and rendering data (or reading it from {s.cfg.cache_dir or default_cache_root(s.cfg.out)})"
 
 
 def _data(s: RunState) -> None:

@@ -1,11 +1,12 @@
 """Scoring at scale: deterministic shards written to part files, merged into one table.
 
-``sftmix score --shard i/N --out run.duckdb`` scores the examples whose id hashes to ``i`` (of ``N``) and writes ``run.part-i-of-N.duckdb``:
-the slice's rows of the ``examples`` table (a row of any status belongs to the shard its id hashes to, so the parts
-together account for every row), the checkpoints, and the slice's scores and embeddings. Every shard maps the run's
-one rendered-data cache (``run_data/``) instead of rendering the data again. ``sftmix merge run.duckdb`` checks that
-the parts belong to one run and are all there and complete, and writes ``run.duckdb`` with confidence and the
-embedding map. A shard that died is re-run alone (it resumes); merging again rebuilds the same table.
+``sftmix score --shard i/N --out run.duckdb`` scores the examples whose id hashes to ``i`` (of ``N``) and writes
+``run.part-i-of-N.duckdb``: the slice's rows of the ``examples`` table (a row of any status belongs to the shard its
+id hashes to, so the parts together account for every row), the checkpoints, and the slice's scores and embeddings.
+Every shard maps the run's one rendered-data cache (``run_data/``) instead of rendering the data again. ``sftmix
+merge run.duckdb`` checks that the parts belong to one run and are all there and complete, and writes ``run.duckdb``
+with confidence and the embedding map. A shard that died is re-run alone (it resumes); merging again rebuilds the
+same table.
 """
 
 from __future__ import annotations

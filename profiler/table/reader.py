@@ -105,6 +105,24 @@ class ConfidenceTable:
             "JOIN examples e USING (example_id) ORDER BY e.row_index"
         )
 
+    def split_batches(self, rows: int = 10_000):
+        """:meth:`split_examples` without ``record``, as Arrow record batches streamed from DuckDB (a million
+        examples never sit in memory at once): ``example_id``, ``messages``, ``split``."""
+        sql = (
+            "SELECT e.example_id, e.messages, c.split FROM confidence c "
+            "JOIN examples e USING (example_id) ORDER BY e.row_index"
+        )
+        return self.con.cursor().sql(sql).to_arrow_reader(rows)
+
+    def split_digest(self) -> str:
+        """A hash of every split example's id and split, in input order: what a training set rendered from this
+        table depends on (an id is a hash of the example's messages)."""
+        row = self.con.execute(
+            "SELECT sha256(coalesce(string_agg(e.example_id || ':' || c.split, ',' ORDER BY e.row_index), '')) "
+            "FROM confidence c JOIN examples e USING (example_id)"
+        ).fetchone()
+        return row[0]
+
     def scored_examples(self) -> pl.DataFrame:
         """The examples that have a confidence, most confident first: ``example_id``, ``confidence``, ``rank``,
         ``split``, ``prompt``."""

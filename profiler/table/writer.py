@@ -54,6 +54,9 @@ EXAMPLE_COLUMNS = {
 }
 
 
+# The writer's DuckDB memory cap (buffer pool): it appends and aggregates, it needs no more.
+WRITER_MEMORY_LIMIT = "2GB"
+
 SCORE_COLUMNS = {
     "example_id": pl.Utf8,
     "checkpoint_id": pl.Int32,
@@ -213,6 +216,9 @@ class TableWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.con = connect(self.path, read_only=False, writing=True)
         try:
+            # DuckDB's buffer pool may grow to 80% of RAM by default, and a writer keeps the blocks it wrote there:
+            # a cap keeps a million-example run's memory flat (the rest spills to OUT.tmp/).
+            self.con.execute(f"SET memory_limit = '{WRITER_MEMORY_LIMIT}'")
             self._create()
         except BaseException:
             self.con.close()
@@ -297,8 +303,8 @@ class TableWriter:
         Raises:
             TableError: when the table holds another dataset or was scored with other settings.
         """
-        if self.n_examples():
-            old = self.get_meta("dataset_fingerprint")
+        old = self.get_meta("dataset_fingerprint")
+        if self.n_examples() and old is not None:
             if old != fingerprint:
                 raise TableError(
                     f"{self.path} was written for other data (fingerprint {old}, now {fingerprint}); "
@@ -320,11 +326,17 @@ class TableWriter:
             batches = [pl.DataFrame(list(rows), schema=EXAMPLE_COLUMNS)]
         else:
             batches = rows
+        # One transaction per batch: DuckDB holds a transaction's rows in memory until it commits, which at a
+        # million examples is gigabytes. The fingerprint, written last, marks the examples complete; rows of an
+        # insert cut short (no fingerprint yet) are dropped and written again.
         with self.transaction():
-            for batch in batches:
+            self.con.execute("DELETE FROM examples")
+        for batch in batches:
+            with self.transaction():
                 self.con.register("new_examples", batch)
                 self.con.execute(f"INSERT INTO examples ({', '.join(EXAMPLE_COLUMNS)}) SELECT * FROM new_examples")
                 self.con.unregister("new_examples")
+        with self.transaction():
             self._put_meta({"dataset_fingerprint": fingerprint, "score_settings": settings})
         return True
 

@@ -89,3 +89,75 @@ def test_template_without_system_role_folds_it(chat_tokenizer_dir):
     out = Renderer(tok).render(Example(MULTI))
     assert "Be brief.\n\nHi" in tok.decode(out.input_ids)
     assert response_pieces(tok, out) == ["Hello there.<|im_end|>", "Fine, thanks.<|im_end|>"]
+
+
+GEMMA_LIKE_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'system' %}"
+    "{{ raise_exception('System role not supported') }}{% endif %}"
+    "{% set role = 'model' if m['role'] == 'assistant' else m['role'] %}"
+    "{{ '<start_of_turn>' + role + '\\n' + m['content'] | trim + '<end_of_turn>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}"
+)
+
+CONVERSATIONS = [
+    [{"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "Hi!"}],
+    MULTI,
+    [{"role": "user", "content": "日本語は？"}, {"role": "assistant", "content": "はい、少し。 😀 ü ß"}],
+    [{"role": "user", "content": "  spaces  "}, {"role": "assistant", "content": "\n\nnew lines\n"}],
+    [
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": "b c"},
+        {"role": "user", "content": "d"},
+        {"role": "assistant", "content": "e\tf"},
+        {"role": "user", "content": "g"},
+        {"role": "assistant", "content": "ok 🚀🚀"},
+    ],
+]
+
+
+@pytest.fixture(scope="module")
+def metaspace_tokenizer(tmp_path_factory):
+    """A SentencePiece-style (Metaspace) tokenizer with a Gemma-like template: no system role, '▁' for spaces."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+    tk.pre_tokenizer = pre_tokenizers.Metaspace()
+    tk.decoder = decoders.Metaspace()
+    specials = ["<unk>", "<bos>", "<eos>", "<pad>", "<start_of_turn>", "<end_of_turn>"]
+    bytes_ = [f"<0x{b:02X}>" for b in range(256)]
+    corpus = [m["content"] for c in CONVERSATIONS for m in c] * 20 + ["user model system hello there"] * 20
+    tk.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=600, special_tokens=specials + bytes_))
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=tk, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
+    )
+    tok.chat_template = GEMMA_LIKE_TEMPLATE
+    return tok
+
+
+def _reference(tok, renderer, messages):
+    """The rule, one token at a time: a response token's first character lies in an assistant turn's span."""
+    text, spans = renderer.render_text(messages)
+    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+    mask = [any(s <= start < e for s, e in spans) for start, _ in enc["offset_mapping"]]
+    return list(enc["input_ids"]), mask, text
+
+
+@pytest.mark.parametrize("kind", ["chatml", "metaspace", "alpaca"])
+def test_batch_rendering_equals_the_per_token_rule(kind, chat_tokenizer_dir, plain_tokenizer_dir, metaspace_tokenizer):
+    tok = {
+        "chatml": lambda: AutoTokenizer.from_pretrained(chat_tokenizer_dir),
+        "metaspace": lambda: metaspace_tokenizer,
+        "alpaca": lambda: AutoTokenizer.from_pretrained(plain_tokenizer_dir),
+    }[kind]()
+    fast = Renderer(tok)
+    slow = Renderer(tok)
+    slow._template = False  # apply_chat_template itself: the compiled template must render the same text
+    outs = fast.render_many(CONVERSATIONS)
+    for messages, out in zip(CONVERSATIONS, outs):
+        ids, mask, text = _reference(tok, slow, messages)
+        assert fast.render_text(messages) == slow.render_text(messages)
+        assert out.input_ids.tolist() == ids and out.response_mask.tolist() == mask, text
+        assert any(mask)
+    if kind == "chatml":
+        assert fast._template, "ChatML's compiled template should pass the probes"

@@ -120,7 +120,7 @@ def test_two_processes_evaluate_as_one(ddp_run, profile, tmp_path):  # noqa: F81
     for key in ("eval_ntp_loss", "eval_ntp_loss_confident", "eval_ntp_loss_unconfident"):
         assert state["eval"][key] == pytest.approx(one[key], rel=1e-6), key
     assert json.loads((out / "heldout_ids.json").read_text())["example_ids"] == sorted(
-        r["example_id"] for r in trainer.eval_dataset.rows
+        trainer.eval_dataset["example_id"]
     )
 
 

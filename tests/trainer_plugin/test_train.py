@@ -62,7 +62,7 @@ def test_training_lowers_loss_and_changes_parameters(tiny_llama, profile, tmp_pa
 def test_weak_to_strong_target_with_another_tokenizer(tiny_plain_llama, profile, tmp_path):
     # The profile was made with a ChatML tokenizer; this target has a different vocabulary and no template.
     trainer = build_trainer(config(tiny_plain_llama, profile[0], tmp_path / "w2s", num_train_epochs=1))
-    row = trainer.train_dataset.rows[0]
+    row = trainer.train_dataset[0]
     assert max(row["input_ids"]) < trainer.model.config.vocab_size
     trainer.train()
     assert trainer.state.global_step == 4
@@ -196,7 +196,6 @@ def test_cli_train_with_and_without_mixup(tiny_llama, profile, tmp_path, capsys)
 
 def test_mixin_with_trl_sfttrainer(tiny_llama, profile, tmp_path):
     trl = pytest.importorskip("trl")
-    import datasets
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from trainer_plugin import SFTMixMixin
@@ -207,7 +206,7 @@ def test_mixin_with_trl_sfttrainer(tiny_llama, profile, tmp_path):
 
     tok = AutoTokenizer.from_pretrained(tiny_llama)
     model = AutoModelForCausalLM.from_pretrained(tiny_llama)
-    rows, held = hold_out(load_training_set(profile[0], tok).rows, 0.25, seed=0)
+    rows, held = hold_out(load_training_set(profile[0], tok).dataset, 0.25, seed=0)
     args = trl.SFTConfig(
         output_dir=str(tmp_path / "trl"),
         per_device_train_batch_size=4,
@@ -222,8 +221,8 @@ def test_mixin_with_trl_sfttrainer(tiny_llama, profile, tmp_path):
     trainer = SFTMixSFTTrainer(
         model=model,
         args=args,
-        train_dataset=datasets.Dataset.from_list(rows),
-        eval_dataset=datasets.Dataset.from_list(held),
+        train_dataset=rows,  # views of the memory-mapped rendered cache
+        eval_dataset=held,
         data_collator=PairCollator(tok.pad_token_id),
         processing_class=tok,
     )
@@ -232,3 +231,37 @@ def test_mixin_with_trl_sfttrainer(tiny_llama, profile, tmp_path):
     assert len(logs) == 3 and all(h["ntp_loss"] > 0 for h in logs)
     metrics = trainer.evaluate()
     assert metrics["eval_ntp_loss_confident"] > 0 and metrics["eval_ntp_loss_unconfident"] > 0
+
+
+def test_training_data_is_rendered_once_into_a_cache(tiny_plain_llama, profile, tmp_path):
+    """The target's rendering is a memory-mapped Arrow cache: the same rows as rendering each example, built by
+    the first run and mapped (not rebuilt) by the next; another tokenizer or max_length is another cache."""
+    import json
+
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    from profiler import open_table
+    from profiler.data import Renderer
+    from profiler.data.formats import Example
+    from trainer_plugin.data import load_training_set
+
+    tok = AutoTokenizer.from_pretrained(tiny_plain_llama)
+    first = load_training_set(profile[0], tok, cache_dir=tmp_path / "c", max_length=64)
+    files = sorted(first.path.glob("*.arrow"))
+    stamps = [f.stat().st_mtime_ns for f in files]
+    again = load_training_set(profile[0], tok, cache_dir=tmp_path / "c", max_length=64)
+    assert again.path == first.path and [f.stat().st_mtime_ns for f in files] == stamps
+    ds = again.dataset
+    assert ds.features["input_ids"].feature.dtype == "int32" and len(ds) == again.n_profile - again.n_dropped
+    with open_table(profile[0]) as t:
+        want = {r[0]: (json.loads(r[1]), r[3]) for r in t.split_examples().iter_rows()}
+    renderer = Renderer(tok, max_length=64, truncate=True)
+    for row in ds:
+        messages, split = want[row["example_id"]]
+        rx = renderer.render(Example(messages))
+        assert row["input_ids"] == rx.input_ids and row["labels"] == rx.labels()
+        assert row["confident"] == (split == "confident")
+    assert again.n_truncated == int(np.sum(ds["truncated"])) > 0  # max_length 64 cuts the longer ones
+    longer = load_training_set(profile[0], tok, cache_dir=tmp_path / "c", max_length=128)
+    assert longer.path != first.path

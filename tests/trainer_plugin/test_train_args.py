@@ -32,10 +32,10 @@ def _direct_nll(model, rows) -> tuple[float, int]:
 def test_eval_losses_equal_the_models_own_loss_per_split(tiny_llama, profile, tmp_path):  # noqa: F811
     args = config(tiny_llama, profile[0], tmp_path / "ev", eval_fraction=0.25, per_device_eval_batch_size=3)
     trainer = build_trainer(args)
-    held = trainer.eval_dataset.rows
+    held = list(trainer.eval_dataset)
     # 8 confident and 8 unconfident: a quarter of each is held out, and never trained on.
     assert sum(r["confident"] for r in held) == 2 and len(held) == 4
-    assert not {r["example_id"] for r in held} & {r["example_id"] for r in trainer.train_dataset.rows}
+    assert not {r["example_id"] for r in held} & set(trainer.train_dataset["example_id"])
     saved = json.loads((tmp_path / "ev" / HELDOUT_FILE).read_text())
     assert saved["example_ids"] == sorted(r["example_id"] for r in held)
     metrics = trainer.evaluate()
@@ -49,9 +49,9 @@ def test_eval_losses_equal_the_models_own_loss_per_split(tiny_llama, profile, tm
     assert metrics["eval_loss"] == metrics["eval_ntp_loss"]
     # Another training seed holds out the same examples; another eval seed does not.
     other = build_trainer(config(tiny_llama, profile[0], tmp_path / "ev2", eval_fraction=0.25, seed=7))
-    assert [r["example_id"] for r in other.eval_dataset.rows] == [r["example_id"] for r in held]
+    assert other.eval_dataset["example_id"] == [r["example_id"] for r in held]
     third = build_trainer(config(tiny_llama, profile[0], tmp_path / "ev3", eval_fraction=0.25, eval_seed=1))
-    assert {r["example_id"] for r in third.eval_dataset.rows} != {r["example_id"] for r in held}
+    assert set(third.eval_dataset["example_id"]) != {r["example_id"] for r in held}
 
 
 def test_eval_strategy_steps_evaluates_during_training(tiny_llama, profile, tmp_path):  # noqa: F811
