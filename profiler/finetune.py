@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from profiler.config import FinetuneConfig
+from profiler.data.items import item_lengths
 from profiler.data.render import RenderedExample, pad_batch
 from profiler.errors import ModelError, SftmixError
 from profiler.hf import resolve_device, warmup_args
@@ -41,6 +42,23 @@ class _Examples(torch.utils.data.Dataset):
         mask = np.asarray(it.response_mask, dtype=bool).tolist()
         rendered = RenderedExample(np.asarray(it.input_ids).tolist(), mask)
         return {"input_ids": rendered.input_ids, "labels": rendered.labels()}
+
+
+def _reference_trainer(base):
+    """``Trainer`` whose length-grouped order is drawn over the global batch, from the rendered lengths.
+
+    The mega-batches then hold the same examples whatever the number of processes (a launcher's ranks split each
+    global batch), so N ranks train on the one-process order; and no example is built just to measure it.
+    """
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    class ReferenceTrainer(base):
+        def _get_train_sampler(self, *args, **kwargs):
+            a = self.args
+            global_batch = a.train_batch_size * a.world_size * a.gradient_accumulation_steps
+            return LengthGroupedSampler(global_batch, lengths=list(item_lengths(self.train_dataset.items)))
+
+    return ReferenceTrainer
 
 
 def collate(pad_token_id: int):
@@ -74,10 +92,13 @@ def _callbacks(n_checkpoints: int, fail_after_checkpoints: int | None):
         def on_train_begin(self, args, state, control, **kw):
             self.steps = set(checkpoint_steps(state.max_steps, n_checkpoints))
             self.saved = len(saved_checkpoints(args.output_dir))
+            self.log_every = max(1, min(10, state.max_steps // 20))  # short runs log every step or two
 
         def on_step_end(self, args, state, control, **kw):
             if state.global_step in self.steps:
                 control.should_save = True
+            if state.global_step % self.log_every == 0:
+                control.should_log = True
 
         def on_save(self, args, state, control, **kw):
             for old in saved_checkpoints(args.output_dir)[:-1]:
@@ -183,7 +204,7 @@ def finetune(
         dataloader_num_workers=0,
         **_renamed_args(TrainingArguments, grad_ckpt, cfg.warmup_ratio),
     )
-    trainer = Trainer(
+    trainer = _reference_trainer(Trainer)(
         model=model,
         args=args,
         train_dataset=_Examples(items),

@@ -51,6 +51,11 @@ class Prepared:
             self._items = self.data.items(np.intersect1d(ok, self.rows))
         return self._items
 
+    def for_shard(self, spec: str) -> Prepared:
+        """The same data, with this process working on shard ``spec`` (``i/N``) of its rows."""
+        rows = np.intersect1d(self.rows, _shard_rows(self.data, spec))
+        return Prepared(self.tokenizer, self.renderer, self.data, rows)
+
     def item(self, example_id: str) -> ScoreItem:
         """One scored example by id."""
         if self._positions is None:

@@ -8,6 +8,7 @@ checkpoints, scoring skips the (example, checkpoint) pairs already in the table.
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import sys
 from dataclasses import asdict, dataclass, field, replace
@@ -19,8 +20,9 @@ from profiler.config import FinetuneConfig, ScoreConfig, parse_shard
 from profiler.data.cache import default_cache_root
 from profiler.errors import SftmixError, TableError
 from profiler.pipeline.prepare import Prepared, open_run, prepare_data
+from profiler.pipeline.ranks import Ranks, launcher_ranks
 from profiler.pipeline.score import ifd_model_info, score_checkpoints
-from profiler.pipeline.shards import part_path
+from profiler.pipeline.shards import part_path, remove_part
 from profiler.pipeline.stages import Stage, done_stages, run_stages
 from profiler.table.writer import CheckpointInfo, TableWriter, check_output_table
 
@@ -38,9 +40,11 @@ class RunState:
     fail_after_checkpoints: int | None = None
     stop_after_batches: int | None = None
     prepared: Prepared | None = None
-    table: TableWriter | None = None
+    table: TableWriter | None = None  # rank 0's alone under a launcher
     checkpoints: list[CheckpointInfo] = field(default_factory=list)
     ids: list[int] = field(default_factory=list)
+    ranks: Ranks = field(default_factory=Ranks)
+    done: dict[str, str] = field(default_factory=dict)  # the stages finished before (rank 0's table, broadcast)
 
 
 def default_checkpoint_dir(out: str | Path) -> Path:
@@ -59,27 +63,32 @@ def _data_text(s: RunState) -> str:
 
 
 def _data(s: RunState) -> None:
-    s.prepared = prepare_data(s.cfg)
+    with s.ranks.main_first():  # rank 0 renders, the others map its cache
+        s.prepared = prepare_data(s.cfg)
     if s.cfg.progress and s.ft is not None:
         data = s.prepared.data
         how = "rendered" if data.built else "read from the cache, rendered before"
         print(f"  {data.n_rows} rows {how}: {data.path}", file=sys.stderr, flush=True)
-    s.table = open_run(s.cfg, s.prepared)
-    if s.ft is not None:
+    if s.ranks.main:
+        s.table = open_run(s.cfg, s.prepared)
+        s.done = dict(done_stages(s.table))
+    s.done = s.ranks.broadcast(s.done)
+    if s.ft is None:
+        s.checkpoints = discover_checkpoints(s.cfg.model, s.cfg.checkpoints)
+    elif s.ranks.main:
         _check_same_finetune(s.table, s.ft, s.checkpoints_from)
         s.table.set_meta(
             {
                 "finetune_config": asdict(s.ft),
                 "checkpoints_from": s.checkpoints_from,
                 "checkpoint_dir": str(_checkpoint_dir(s)),
+                "launcher_world": s.ranks.world,
             }
         )
-    else:
-        s.checkpoints = discover_checkpoints(s.cfg.model, s.cfg.checkpoints)
 
 
 def _finetune_text(s: RunState) -> str:
-    if done_stages(s.table).get("finetune") == "done":
+    if s.done.get("finetune") == "done":
         return "fine-tuning: done before, reusing its checkpoints"
     if s.checkpoints_from:
         return f"fine-tuning: skipped, scoring the checkpoints in {s.checkpoints_from}"
@@ -87,8 +96,8 @@ def _finetune_text(s: RunState) -> str:
 
 
 def _finetune(s: RunState) -> None:
-    if done_stages(s.table).get("finetune") == "done":
-        s.checkpoints = s.table.checkpoint_infos()
+    if s.done.get("finetune") == "done":
+        s.checkpoints = s.ranks.broadcast(s.table.checkpoint_infos() if s.ranks.main else None)
     elif s.checkpoints_from:
         s.checkpoints = discover_checkpoints(s.cfg.model, [s.checkpoints_from])
         check_compatible(s.cfg.model, s.checkpoints)
@@ -105,25 +114,57 @@ def _finetune(s: RunState) -> None:
             progress=s.cfg.progress,
             fail_after_checkpoints=s.fail_after_checkpoints,
         )
+        s.ranks.barrier()  # every rank's view of the checkpoints rank 0 saved
         s.checkpoints = discover_checkpoints(s.cfg.model, [str(d) for d in dirs])
-    s.table.register_checkpoints(s.checkpoints)
+    if s.ranks.main:
+        s.table.register_checkpoints(s.checkpoints)
 
 
 def _score(s: RunState) -> None:
     prune = _pruner(s.ft, s.checkpoints, owned=not s.checkpoints_from) if s.ft else None
+    if s.ranks.world > 1:
+        _score_ranks(s, prune)
+        return
     s.ids = score_checkpoints(
         s.table, s.cfg, s.prepared, s.checkpoints, on_scored=prune, stop_after_batches=s.stop_after_batches
     )
 
 
+def _score_ranks(s: RunState, prune) -> None:
+    """Each rank scores its shard into its part file (resumable alone), then rank 0 copies the parts' scores
+    into the table, once, and removes the parts."""
+    if s.done.get("score") != "done":
+        k, n = s.ranks.rank, s.ranks.world
+        cfg = replace(s.cfg, shard=f"{k}/{n}", out=str(part_path(s.cfg.out, k, n)))
+        part = RunState(cfg, prepared=s.prepared.for_shard(cfg.shard), checkpoints=s.checkpoints)
+        part.stop_after_batches = s.stop_after_batches
+        ok = False
+        try:
+            _execute([PART_DATA, PART_SCORE], part)
+            ok = True
+        finally:
+            if not s.ranks.all_ok(ok) and ok:
+                raise SftmixError(f"another rank failed while scoring; re-run the same command to resume (rank {k})")
+        if s.ranks.main:
+            parts = [part_path(s.cfg.out, i, n) for i in range(n)]
+            s.table.insert_scores_of_parts(parts)
+            for info in s.checkpoints if prune else []:
+                prune(info)
+            for p in parts:
+                remove_part(p)
+    if s.ranks.main:
+        s.ids = s.table.register_checkpoints(s.checkpoints)
+
+
 def _confidence(s: RunState) -> None:
     from profiler.confidence import compute_confidence
 
-    s.table.write_confidence(compute_confidence(s.table.scores_frame(), s.ids, s.cfg.n_bins))
+    if s.ranks.main:
+        s.table.write_confidence(compute_confidence(s.table.scores_frame(), s.ids, s.cfg.n_bins))
 
 
 def _embed(s: RunState) -> None:
-    if s.cfg.embed and s.cfg.projection != "none":
+    if s.ranks.main and s.cfg.embed and s.cfg.projection != "none":
         from profiler.embed import project_table
 
         project_table(s.table, method=s.cfg.projection, seed=s.cfg.projection_seed, fit_sample=s.cfg.projection_sample)
@@ -139,6 +180,26 @@ SCORE = Stage(
     ),
     _score,
 )
+
+
+def _part_data(s: RunState) -> None:
+    """The data stage of a part file (``--shard``, or a launcher's rank): its shard's rows, and the shard marked
+    unfinished until its scores are in."""
+    if s.prepared is None:  # a shard run of its own: render (or map) the data, find the checkpoints
+        _data(s)
+    else:  # a rank of a profile: the data and checkpoints are the profile's
+        s.table = open_run(s.cfg, s.prepared)
+    index, count = parse_shard(s.cfg.shard)
+    s.table.set_meta({"shard": {"index": index, "count": count}, "shard_complete": False})
+
+
+def _part_score(s: RunState) -> None:
+    s.ids = score_checkpoints(s.table, s.cfg, s.prepared, s.checkpoints, stop_after_batches=s.stop_after_batches)
+    s.table.set_meta({"shard_complete": True})
+
+
+PART_DATA = Stage("data", _data_text, _part_data)
+PART_SCORE = Stage("score", lambda s: SCORE.describe(s), _part_score)
 CONFIDENCE = Stage("confidence", lambda s: "confidence and the median split", _confidence)
 EMBED = Stage(
     "embed",
@@ -207,11 +268,40 @@ def run_profile(
     check_output_table(score_cfg.out)
     if score_cfg.ifd_model:
         ifd_model_info(score_cfg.ifd_model)  # a missing --ifd-model stops the run now, not after fine-tuning
+    ranks = launcher_ranks()
+    if ranks.world > 1:  # under torchrun / accelerate launch: this rank's device, rank 0's progress bars
+        score_cfg = replace(
+            score_cfg, device=_rank_device(score_cfg.device, ranks), progress=score_cfg.progress and ranks.main
+        )
     state = RunState(
-        score_cfg, ft_cfg, checkpoints_from=checkpoints_from, fail_after_checkpoints=fail_after_checkpoints
+        score_cfg,
+        ft_cfg,
+        checkpoints_from=checkpoints_from,
+        fail_after_checkpoints=fail_after_checkpoints,
+        ranks=ranks,
+        stop_after_batches=_rank_stop_hook(ranks),
     )
     _execute([DATA, FINETUNE, SCORE, CONFIDENCE, EMBED], state)
+    ranks.barrier()  # rank 0 has closed the table: any rank may read it now
     return score_cfg.out
+
+
+def _rank_stop_hook(ranks: Ranks) -> int | None:
+    """Testing hook: ``SFTMIX_TEST_STOP_RANK=R:N`` makes rank R stop after N written score batches (a killed rank)."""
+    spec = os.environ.get("SFTMIX_TEST_STOP_RANK")
+    if ranks.world == 1 or not spec:
+        return None
+    rank, n = (int(x) for x in spec.split(":"))
+    return n if rank == ranks.rank else None
+
+
+def _rank_device(device: str, ranks: Ranks) -> str:
+    """``auto`` or ``cuda`` is the rank's own GPU (``cuda:LOCAL_RANK``) when there are GPUs."""
+    import torch
+
+    if device in ("auto", "cuda") and torch.cuda.is_available():
+        return f"cuda:{ranks.local}"
+    return device
 
 
 def run_score(cfg: ScoreConfig, *, stop_after_batches: int | None = None) -> str:
@@ -238,15 +328,7 @@ def run_score(cfg: ScoreConfig, *, stop_after_batches: int | None = None) -> str
         _execute([DATA, SCORE, CONFIDENCE, EMBED], state)
         return out
 
-    def mark_shard(s: RunState) -> None:
-        s.table.set_meta({"shard": {"index": shard[0], "count": shard[1]}, "shard_complete": False})
-
-    def complete_shard(s: RunState) -> None:
-        s.table.set_meta({"shard_complete": True})
-
-    shard_data = Stage("data", DATA.describe, lambda s: (_data(s), mark_shard(s)))
-    shard_score = Stage("score", SCORE.describe, lambda s: (_score(s), complete_shard(s)))
-    _execute([shard_data, shard_score], state)
+    _execute([PART_DATA, PART_SCORE], state)
     return out
 
 

@@ -38,6 +38,13 @@ def part_path(out: str | Path, index: int, count: int) -> Path:
     return out.with_name(f"{out.stem}.part-{index}-of-{count}{out.suffix or '.duckdb'}")
 
 
+def remove_part(path: str | Path) -> None:
+    """Delete a part file (and its write-ahead log) once its scores are in the table."""
+    path = Path(path)
+    for p in (path, path.with_name(path.name + ".wal")):
+        p.unlink(missing_ok=True)
+
+
 def find_parts(out: str | Path) -> list[Path]:
     """The part files beside ``out`` (``run.part-*-of-*.duckdb``), in shard order."""
     out = Path(out)

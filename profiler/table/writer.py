@@ -598,6 +598,30 @@ class TableWriter:
             for alias in attached:
                 con.execute(f"DETACH {alias}")
 
+    def insert_scores_of_parts(self, parts: Sequence[str | Path]) -> None:
+        """Copy what the part files of this run's ranks scored (scores, embeddings, token scores and texts, IFD)
+        into this table, in one transaction; rows already here are kept."""
+        con = self.con
+        aliases = [f"part{k}" for k in range(len(parts))]
+        attached = []
+        try:
+            for alias, path in zip(aliases, parts):
+                try:
+                    con.execute(f"ATTACH ? AS {alias} (READ_ONLY)", [str(path)])
+                except duckdb.Error as e:
+                    raise open_error(Path(path), e, writing=False) from e
+                attached.append(alias)
+            with self.transaction():
+                for alias in aliases:
+                    for name in ("scores", "embeddings", *self._tables_of(alias, STAND_INS)):
+                        con.execute(f"INSERT OR IGNORE INTO {name} SELECT * FROM {alias}.{name}")
+                    row = con.execute(f"SELECT value FROM {alias}.meta WHERE key = 'embedding_checkpoint'").fetchone()
+                    if row is not None:
+                        con.execute("INSERT OR REPLACE INTO meta VALUES ('embedding_checkpoint', ?)", [row[0]])
+        finally:
+            for alias in attached:
+                con.execute(f"DETACH {alias}")
+
     def _tables_of(self, catalog: str, names: Iterable[str]) -> list[str]:
         """Which of ``names`` an attached database has."""
         rows = self.con.execute(
