@@ -45,6 +45,7 @@ class RunState:
     ids: list[int] = field(default_factory=list)
     ranks: Ranks = field(default_factory=Ranks)
     done: dict[str, str] = field(default_factory=dict)  # the stages finished before (rank 0's table, broadcast)
+    new_scores: int | None = None  # scores this run added (None: not known, so later stages run)
 
 
 def default_checkpoint_dir(out: str | Path) -> Path:
@@ -122,12 +123,41 @@ def _finetune(s: RunState) -> None:
 
 def _score(s: RunState) -> None:
     prune = _pruner(s.ft, s.checkpoints, owned=not s.checkpoints_from) if s.ft else None
+    before = s.table.n_scores() if s.ranks.main else 0
     if s.ranks.world > 1:
         _score_ranks(s, prune)
-        return
-    s.ids = score_checkpoints(
-        s.table, s.cfg, s.prepared, s.checkpoints, on_scored=prune, stop_after_batches=s.stop_after_batches
+    else:
+        s.ids = score_checkpoints(
+            s.table, s.cfg, s.prepared, s.checkpoints, on_scored=prune, stop_after_batches=s.stop_after_batches
+        )
+    if s.ranks.main:
+        s.new_scores = s.table.n_scores() - before
+
+
+def _score_text(s: RunState) -> str:
+    text = f"scoring {len(s.prepared.ok_items())} examples at {len(s.checkpoints)} checkpoints" + (
+        " and their IFD" if s.cfg.ifd else ""
     )
+    return text + (" (done before: only what is missing)" if s.done.get("score") == "done" else "")
+
+
+def _stage_settings(s: RunState, stage: str) -> dict:
+    if stage == "confidence":
+        return {"n_bins": s.cfg.n_bins}
+    return {"projection": s.cfg.projection, "seed": s.cfg.projection_seed, "sample": s.cfg.projection_sample}
+
+
+def _unchanged(s: RunState, stage: str) -> bool:
+    """Whether ``stage`` finished in an earlier run with the same settings and this run scored nothing new: its
+    result stands (a re-run of a finished profile does not fit UMAP again)."""
+    if not (s.ranks.main and s.done.get(stage) == "done" and s.new_scores == 0):
+        return False
+    return (s.table.get_meta("stage_settings") or {}).get(stage) == _stage_settings(s, stage)
+
+
+def _record_settings(s: RunState, stage: str) -> None:
+    settings = s.table.get_meta("stage_settings") or {}
+    s.table.set_meta({"stage_settings": {**settings, stage: _stage_settings(s, stage)}})
 
 
 def _score_ranks(s: RunState, prune) -> None:
@@ -159,27 +189,22 @@ def _score_ranks(s: RunState, prune) -> None:
 def _confidence(s: RunState) -> None:
     from profiler.confidence import compute_confidence
 
-    if s.ranks.main:
+    if s.ranks.main and not _unchanged(s, "confidence"):
         s.table.write_confidence(compute_confidence(s.table.scores_frame(), s.ids, s.cfg.n_bins))
+        _record_settings(s, "confidence")
 
 
 def _embed(s: RunState) -> None:
-    if s.ranks.main and s.cfg.embed and s.cfg.projection != "none":
+    if s.ranks.main and s.cfg.embed and s.cfg.projection != "none" and not _embed_done(s):
         from profiler.embed import project_table
 
         project_table(s.table, method=s.cfg.projection, seed=s.cfg.projection_seed, fit_sample=s.cfg.projection_sample)
+        _record_settings(s, "embed")
 
 
 DATA = Stage("data", _data_text, _data)
 FINETUNE = Stage("finetune", _finetune_text, _finetune)
-SCORE = Stage(
-    "score",
-    lambda s: (
-        f"scoring {len(s.prepared.ok_items())} examples at {len(s.checkpoints)} checkpoints"
-        + (" and their IFD" if s.cfg.ifd else "")
-    ),
-    _score,
-)
+SCORE = Stage("score", _score_text, _score)
 
 
 def _part_data(s: RunState) -> None:
@@ -200,12 +225,28 @@ def _part_score(s: RunState) -> None:
 
 PART_DATA = Stage("data", _data_text, _part_data)
 PART_SCORE = Stage("score", lambda s: SCORE.describe(s), _part_score)
-CONFIDENCE = Stage("confidence", lambda s: "confidence and the median split", _confidence)
-EMBED = Stage(
-    "embed",
-    lambda s: f"semantic map of the embeddings ({s.cfg.projection})" if s.cfg.embed else "no embeddings asked for",
-    _embed,
+
+
+def _embed_done(s: RunState) -> bool:
+    return _unchanged(s, "embed") and s.table.n_unprojected() == 0
+
+
+def _embed_text(s: RunState) -> str:
+    if not s.cfg.embed:
+        return "no embeddings asked for"
+    return f"semantic map of the embeddings ({s.cfg.projection})" + (
+        ": done before, nothing new scored" if s.ranks.main and _embed_done(s) else ""
+    )
+
+
+CONFIDENCE = Stage(
+    "confidence",
+    lambda s: (
+        "confidence and the median split" + (": done before, nothing new scored" if _unchanged(s, "confidence") else "")
+    ),
+    _confidence,
 )
+EMBED = Stage("embed", _embed_text, _embed)
 
 
 def _check_same_finetune(table: TableWriter, ft_cfg: FinetuneConfig, checkpoints_from: str | None) -> None:

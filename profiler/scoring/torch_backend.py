@@ -34,6 +34,17 @@ def response_nll(head, hidden: torch.Tensor, targets: torch.Tensor, chunk_tokens
     return out
 
 
+def _cache_argument(backbone) -> str:
+    """The KV-cache argument's name: ``cache`` since transformers 5.2x, ``past_key_values`` before."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(backbone.forward).parameters else "past_key_values"
+
+
+def _output_cache(out):
+    return out.cache if "cache" in getattr(out, "__dataclass_fields__", {}) else out.past_key_values
+
+
 def needed_tokens(item: ScoreItem) -> ScoreItem:
     """The item cut after its last response token: later tokens (a template's trailing newline, say) change no
     score, since attention is causal. The embedding pass keeps every token (it pools them all)."""
@@ -105,10 +116,10 @@ class TorchScorer:
         if prefix == 0:
             return self.backbone(input_ids=ids, attention_mask=attn, use_cache=False).last_hidden_state, None
         out = self.backbone(input_ids=ids[:1, :prefix], use_cache=True)
-        cache = out.past_key_values
+        cache = _output_cache(out)
         cache.batch_repeat_interleave(ids.shape[0])
         hidden = self.backbone(
-            input_ids=ids[:, prefix:], attention_mask=attn, past_key_values=cache, use_cache=True
+            input_ids=ids[:, prefix:], attention_mask=attn, use_cache=True, **{_cache_argument(self.backbone): cache}
         ).last_hidden_state
         return hidden, out.last_hidden_state[0]
 

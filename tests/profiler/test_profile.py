@@ -209,3 +209,27 @@ def test_not_enough_disk(tiny_llama, tmp_path, monkeypatch):
         run_profile(*configs(tiny_llama, dataset(tmp_path), tmp_path / "d.duckdb"))
     with open_table(tmp_path / "d.duckdb") as t:
         assert t.checkpoints.height == 0 and t.scores.height == 0
+
+
+def test_a_rerun_says_what_was_done_before_and_redoes_nothing(tiny_llama, profile_data, tmp_path, capsys):
+    out = tmp_path / "run.duckdb"
+    args = ["profile", "--model", str(tiny_llama), "--data", *profile_data, "--out", str(out), "--on-error", "skip"]
+    args += ["--n-checkpoints", "2", "--batch-size", "4", "--projection", "pca"]
+    assert main(args) == 0
+    with open_table(out) as t:
+        first = t.embeddings.select("example_id", "umap_x").sort("example_id").rows()
+        seconds = t.meta["stage_seconds"]
+    capsys.readouterr()
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    for line in ("fine-tuning: done before", "(done before: only what is missing)", "split: done before"):
+        assert line in err, err
+    assert "embeddings (pca): done before, nothing new scored" in err
+    assert "read from the cache, rendered before" in err
+    with open_table(out) as t:
+        assert t.embeddings.select("example_id", "umap_x").sort("example_id").rows() == first
+        assert t.meta["stage_seconds"]["embed"] >= seconds["embed"]
+    assert main([*args, "--n-bins", "4"]) == 0  # another setting: that stage runs again
+    assert "split: done before" not in capsys.readouterr().err
+    with open_table(out) as t:
+        assert t.confidence["quantile_bin"].max() == 3
