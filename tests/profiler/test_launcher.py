@@ -1,7 +1,7 @@
 """`sftmix profile` under a launcher: `torchrun --nproc_per_node 2 -m profiler profile ...` on two CPU processes
 (gloo). Every rank fine-tunes (DDP) and scores its shard, rank 0 alone writes the table: complete, with the scores
 of a one-process scoring of the same checkpoints, the fine-tune's losses of a one-process run with the same
-global batch, and a re-run that resumes."""
+global batch, the same run under `accelerate launch`, and a re-run after a rank was killed that resumes."""
 
 from __future__ import annotations
 
@@ -119,11 +119,6 @@ def test_torchrun_profile_is_complete_exact_and_resumes(tiny_llama, profile_data
     assert _losses(acc.parent / "run_checkpoints") == pytest.approx(two_losses, rel=1e-6)
     with open_table(acc) as t:
         assert t.meta["launcher_world"] == 2
-    # Run again: everything is done before; the table is the same.
-    before = _scores(out)
-    again = _torchrun(_profile_cmd(tiny_llama, profile_data, out, batch=3))
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert _scores(out) == before
 
 
 @pytest.mark.slow
