@@ -2,14 +2,23 @@
 
 Every subcommand's options are dataclasses (:mod:`profiler.config`, :mod:`trainer_plugin.config`); their flags
 come from those fields, so a value outside its range stops the command in one line, exit code 2, before any
-model loads. Ctrl-C stops any subcommand with one line and exit code 130 (a profile or score run resumes).
+model loads. Ctrl-C stops any subcommand with one line and exit code 130 (a profile or score run resumes), whatever
+stdout and stderr are: a line that can no longer be read there (a pipe to a ``tee`` that died on the same Ctrl-C, a
+terminal that hung up) is dropped, never turned into a traceback. Output whose reader is gone otherwise stops the
+command quietly, as SIGPIPE would (exit code 141). SIGTERM and SIGHUP keep their default action (the process ends
+at once, and a profile or score run resumes from what it had committed), except for ``sftmix dashboard``, which
+stops its server first and exits with 128 + N (:mod:`dashboard.launch`).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
+import os
+import select
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,7 +35,8 @@ def cmd_profile(score_cfg: C.ScoreConfig, ft_cfg: C.FinetuneConfig, extras: C.Pr
     if score_cfg.checkpoints:
         raise SftmixError("profile takes --checkpoints-from DIR; --checkpoint belongs to `sftmix score`")
     out = run_profile(score_cfg, ft_cfg, checkpoints_from=extras.checkpoints_from)
-    return print_info(out)
+    # Under torchrun / accelerate launch every rank ran the profile; rank 0 shows the table once.
+    return print_info(out) if int(os.environ.get("RANK", "0")) == 0 else 0
 
 
 def cmd_score(cfg: C.ScoreConfig) -> int:
@@ -167,7 +177,7 @@ def make_parser(command: str | None = None) -> tuple[argparse.ArgumentParser, di
     return parser, subparsers
 
 
-def _interrupted(command: str, cfgs: Sequence[Any]) -> str:
+def _interrupted(command: str | None, cfgs: Sequence[Any]) -> str:
     """The one line printed on Ctrl-C: what was kept and how to go on."""
     out = next((getattr(c, "out", None) for c in cfgs if getattr(c, "out", None)), None)
     if command in ("profile", "score") and out:
@@ -176,17 +186,43 @@ def _interrupted(command: str, cfgs: Sequence[Any]) -> str:
 
 
 def _close_progress_bars() -> None:
-    """Close open tqdm bars now, so none redraws itself under the interruption's line at exit."""
+    """Close open tqdm bars now, so none redraws itself under the interruption's line at exit. A bar whose stream's
+    reader is gone (a ``tee`` that died on the same Ctrl-C) silences that stream instead of raising."""
     tqdm = sys.modules.get("tqdm.std")
     for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", [])):
-        bar.close()
+        try:
+            bar.close()
+        except (OSError, ValueError):
+            _silence(getattr(bar, "fp", sys.stderr))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
-    parser, subparsers = make_parser(command)
     cfgs: list[Any] = []
+    try:
+        try:
+            code = _run(command, argv, cfgs)
+        except SftmixError as e:
+            _say(f"sftmix {command}: error: {e}")
+            code = 2
+        except KeyboardInterrupt:
+            code = _on_interrupt(command, cfgs)
+        except Exception as e:
+            if _is_interrupted_query(e):
+                code = _on_interrupt(command, cfgs)
+            elif _output_gone(e):
+                code = _on_output_gone()
+            else:
+                raise
+    except KeyboardInterrupt:  # Ctrl-C while an error (or the first Ctrl-C) was being reported
+        code = _on_interrupt(command, cfgs)
+    return _flush_outputs(code)
+
+
+def _run(command: str | None, argv: list[str], cfgs: list[Any]) -> int:
+    """Parse ``argv`` and run the command; its options objects are appended to ``cfgs`` as soon as they exist."""
+    parser, subparsers = make_parser(command)
     try:
         if command in subparsers:
             subparsers[command].apply_config_args(argv[argv.index(command) + 1 :])
@@ -196,18 +232,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     if not getattr(sys.unraisablehook, "sftmix_quiet", False):  # main() may run many times in one process
         sys.unraisablehook = _quiet_interrupts(sys.unraisablehook)
-    try:
-        cfgs = build(COMMANDS[command].classes(), args)
-        return COMMANDS[command].run(*cfgs)
-    except SftmixError as e:
-        print(f"sftmix {command}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return _on_interrupt(command, cfgs)
-    except Exception as e:
-        if not _is_interrupted_query(e):
-            raise
-        return _on_interrupt(command, cfgs)
+    cfgs.extend(build(COMMANDS[command].classes(), args))
+    return COMMANDS[command].run(*cfgs)
 
 
 def _quiet_interrupts(hook: Callable[[Any], None]) -> Callable[[Any], None]:
@@ -240,10 +266,88 @@ def _is_interrupted_query(e: BaseException) -> bool:
     return False
 
 
-def _on_interrupt(command: str, cfgs: Sequence[Any]) -> int:
-    _close_progress_bars()
-    print(f"\nsftmix {command}: {_interrupted(command, cfgs)}", file=sys.stderr)
+def _on_interrupt(command: str | None, cfgs: Sequence[Any]) -> int:
+    """Ctrl-C: the interruption's line on stderr (where it can still be written), exit code 130. A second Ctrl-C
+    while the line is written leaves it at that."""
+    try:
+        _close_progress_bars()
+        _say(f"\nsftmix {command}: {_interrupted(command, cfgs)}")
+    except KeyboardInterrupt:
+        pass
     return 130
+
+
+# The exit code of a command whose output's reader is gone, as if SIGPIPE had ended it (128 + 13).
+OUTPUT_GONE = 128 + getattr(signal, "SIGPIPE", 13)
+
+
+def _on_output_gone() -> int:
+    """The reader of stdout or stderr is gone (``sftmix ... | head``, a ``tee`` that exited) or their terminal hung up:
+    stop quietly as SIGPIPE would, exit code 141 (a profile or score run resumes)."""
+    for stream in (sys.stdout, sys.stderr):
+        if _broken(stream):
+            _silence(stream)
+    return OUTPUT_GONE
+
+
+def _output_gone(e: BaseException) -> bool:
+    """``e`` is (or was caused by) a write to stdout or stderr after its reader went away or its terminal hung up."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.EPIPE, errno.EIO):
+            return _broken(sys.stdout) or _broken(sys.stderr)
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _broken(stream: Any) -> bool:
+    """Writes to ``stream`` cannot arrive: a pipe or socket without reader (POLLERR), a terminal that hung up
+    (POLLHUP), a closed descriptor."""
+    try:
+        fd = stream.fileno()
+        poll = select.poll()
+    except (AttributeError, OSError, ValueError):  # not a file (a test's capture), closed, or no poll() (Windows)
+        return False
+    poll.register(fd, select.POLLOUT)
+    return any(events & (select.POLLERR | select.POLLHUP | select.POLLNVAL) for _, events in poll.poll(0))
+
+
+def _silence(stream: Any) -> None:
+    """Send what ``stream`` still buffers, and all it writes from now on, to os.devnull: its reader is gone, and the
+    interpreter's last flush at exit would otherwise fail (exit code 120, an "Exception ignored" message)."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, stream.fileno())
+        finally:
+            os.close(null)
+        stream.flush()
+    except (AttributeError, OSError, ValueError):
+        pass
+
+
+def _say(line: str) -> None:
+    """Print ``line`` on stderr if it can still be read there; nothing (and no traceback) when it cannot."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except (OSError, ValueError):  # EPIPE (its reader is gone), EIO (its terminal hung up), closed
+        _silence(sys.stderr)
+
+
+def _flush_outputs(code: int) -> int:
+    """Flush stdout and stderr before the interpreter does: a stream whose reader is gone is silenced (no
+    "Exception ignored" at exit); a command that succeeded but whose output was lost gets exit code 141."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            _silence(stream)
+            if code == 0:
+                code = OUTPUT_GONE
+        except (AttributeError, KeyboardInterrupt):
+            pass
+    return code
 
 
 if __name__ == "__main__":

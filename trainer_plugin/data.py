@@ -93,7 +93,7 @@ def render_training_batch(batch: dict[str, list], *, renderer: Renderer) -> dict
 
 def _profile_splits(profile: str) -> tuple[dict[str, str], str]:
     with open_table(profile) as t:
-        frame = t.frame("SELECT example_id, split FROM confidence")
+        frame = t.confidence.select("example_id", "split")
         digest = t.split_digest()
     if frame.is_empty():
         raise ProfileMismatch(f"{profile} has no confidence split yet; finish `sftmix profile` (or score) first")
