@@ -32,6 +32,7 @@ RESUME_KEYS = (
     "eval_seed",
     "eval_data",
     "mixup",
+    "group_by_length_pairs",
     "mu",
     "alpha",
     "lora",
@@ -80,6 +81,11 @@ class SFTMixConfig:
     alpha: float = option(0.5, "lam ~ Beta(alpha, alpha)", gt=0)
     chunk_tokens: int | None = option(
         None, "hidden states per LM-head chunk (default: ~64M logits, 128-1024 tokens)", ge=1
+    )
+    group_by_length_pairs: bool = option(
+        True,
+        "batches gather pairs of similar length (the same random pairs, less padding); false: the pairs in the "
+        "order they were drawn",
     )
 
     def __post_init__(self) -> None:
@@ -183,7 +189,13 @@ class SFTMixTrainingArguments(SFTMixConfig, TrainingArguments):
     @property
     def sftmix(self) -> SFTMixConfig:
         """The regularizer's settings, for :class:`trainer_plugin.SFTMixMixin`."""
-        return SFTMixConfig(mixup=self.mixup, mu=self.mu, alpha=self.alpha, chunk_tokens=self.chunk_tokens)
+        return SFTMixConfig(
+            mixup=self.mixup,
+            mu=self.mu,
+            alpha=self.alpha,
+            chunk_tokens=self.chunk_tokens,
+            group_by_length_pairs=self.group_by_length_pairs,
+        )
 
     def resume_settings(self) -> dict:
         """The settings a checkpoint records and a resumed run must repeat (see :data:`RESUME_KEYS`)."""

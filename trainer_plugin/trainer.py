@@ -10,9 +10,15 @@ response NTP loss, token-weighted, overall and per split: ``eval_ntp_loss`` (als
 ``eval_ntp_loss_confident``, ``eval_ntp_loss_unconfident``. Per-example sums are gathered across processes
 (duplicates of the last uneven batch dropped), so 1 and N processes give the same numbers.
 
+Batches: :class:`trainer_plugin.sampler.PairedSampler`'s random confident/unconfident pairs, dealt into batches of
+pairs of similar length (``group_by_length_pairs``, the default; the lengths are the ``input_ids`` lengths, read from
+the Arrow offsets) or in the order they were drawn. Logged with the loss, per process since the last log:
+``tokens_real`` (tokens that are not padding), ``tokens_padded`` (positions of the padded batches, padding included:
+what the forward computes) and ``padded_fraction`` (``1 - tokens_real / tokens_padded``).
+
 Resume: the lam generator's state is saved in every checkpoint (``sftmix_state.json``) and restored by
-``train(resume_from_checkpoint=...)``; the paired sampler is a function of (seed, epoch), and Trainer skips the
-batches already trained, so a resumed run repeats the uninterrupted one.
+``train(resume_from_checkpoint=...)``; the paired sampler's batches are a function of (seed, epoch) and the
+examples' lengths, and Trainer skips the batches already trained, so a resumed run repeats the uninterrupted one.
 
 Gradient accumulation: both terms are divided by their token counts over the whole accumulated batch
 (and all data-parallel ranks), as Trainer does for the model's own loss, so accumulating k micro-batches
@@ -22,6 +28,7 @@ gives the same gradient as one k-times larger batch.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -37,6 +44,8 @@ from trainer_plugin.loss import response_nll, sftmix_loss
 from trainer_plugin.sampler import PairedSampler
 
 STATE_FILE = "sftmix_state.json"
+
+log = logging.getLogger(__name__)
 
 
 def _count_mix_tokens(labels: torch.Tensor) -> torch.Tensor:
@@ -54,6 +63,23 @@ def _confident_flags(dataset) -> list[bool]:
         "train_dataset needs a 'confident' flag per example: use trainer_plugin.data.load_training_set "
         "(its .dataset, for SFTMixTrainer and TRL's SFTTrainer alike)"
     )
+
+
+def example_lengths(dataset) -> np.ndarray:
+    """Tokens of every example (its ``input_ids`` length), in dataset order.
+
+    For a ``datasets.Dataset`` the lengths come from the Arrow list offsets of the whole table, then go through the
+    dataset's indices mapping (a ``select``/``shuffle`` view), so no token is read: ~1M rows take milliseconds."""
+    table = getattr(dataset, "data", None)
+    if table is not None and "input_ids" in getattr(dataset, "column_names", ()):
+        import pyarrow.compute as pc
+
+        lengths = pc.list_value_length(table.column("input_ids"))
+        indices = getattr(dataset, "_indices", None)
+        if indices is not None:
+            lengths = lengths.take(indices.column(0))
+        return np.asarray(lengths.to_numpy(), dtype=np.int64)
+    return np.array([len(row["input_ids"]) for row in dataset], dtype=np.int64)
 
 
 def eval_ntp_metrics(pred: EvalPrediction) -> dict[str, float]:
@@ -109,15 +135,25 @@ class SFTMixMixin:
 
     # --- data -------------------------------------------------------------------------------------
     def _get_train_sampler(self, *args, **kwargs):
-        flags = _confident_flags(self.train_dataset)
-        conf = [i for i, f in enumerate(flags) if f]
-        unconf = [i for i, f in enumerate(flags) if not f]
+        # self.train_dataset, not the dataset Trainer passes: that one may have lost its unused columns (the split).
+        dataset = self.train_dataset
+        strategy = getattr(self.args, "train_sampling_strategy", "random")
+        if strategy != "random":
+            log.warning(
+                "train_sampling_strategy=%r is ignored: SFTMix trains on paired batches (group_by_length_pairs=%s)",
+                strategy,
+                self.sftmix.group_by_length_pairs,
+            )
+        flags = np.asarray(_confident_flags(dataset), dtype=bool)
+        # Every rank builds the same sampler (same seed, same lengths) and takes every world_size-th batch of it.
         return PairedSampler(
-            conf,
-            unconf,
+            np.flatnonzero(flags),
+            np.flatnonzero(~flags),
             self.args.per_device_train_batch_size // 2,
             seed=self.args.seed,
             world_size=self.args.world_size,
+            accumulation=self.args.gradient_accumulation_steps,
+            lengths=example_lengths(dataset) if self.sftmix.group_by_length_pairs else None,
         )
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
@@ -173,7 +209,8 @@ class SFTMixMixin:
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         k = inputs["input_ids"].shape[0] // 2
         attn = inputs.get("attention_mask")
-        self._batch_tokens = int(attn.sum()) if attn is not None else inputs["input_ids"].numel()
+        self._batch_padded = inputs["input_ids"].numel()
+        self._batch_tokens = int(attn.sum()) if attn is not None else self._batch_padded
         batch_c = {key: v[:k] for key, v in inputs.items()}
         batch_u = {key: v[k:] for key, v in inputs.items()}
         lam = float(self._lam_rng.beta(self.sftmix.alpha, self.sftmix.alpha))
@@ -204,6 +241,7 @@ class SFTMixMixin:
         s["lam_sum"] += lam
         s["steps"] += 1
         s["input_tokens"] += self._batch_tokens
+        s["padded_tokens"] += self._batch_padded
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         s = self._stats
@@ -215,6 +253,10 @@ class SFTMixMixin:
             logs["lam"] = round(s["lam_sum"] / s["steps"], 4)
             # Tokens (prompt and response, no padding) this process trained on per second of training steps.
             logs["tokens_per_second_per_device"] = round(s["input_tokens"] / max(s["step_seconds"], 1e-9), 1)
+            # What padding cost: the batches' positions (padding included) against their real tokens.
+            logs["tokens_real"] = int(s["input_tokens"])
+            logs["tokens_padded"] = int(s["padded_tokens"])
+            logs["padded_fraction"] = round(1 - s["input_tokens"] / max(s["padded_tokens"], 1), 4)
             s.clear()
         super().log(logs, *args, **kwargs)
 
