@@ -16,12 +16,14 @@ VIEWS = Path(__file__).parent / "views"
 
 st.set_page_config(page_title="sftmix dashboard", layout="wide")
 path = state.table_path()
-# The default page is served at "/" (Streamlit gives it the empty URL path), so "/overview" would answer "Page not
-# found": a hidden page at that path sends the browser to the default page.
-overview = st.Page(VIEWS / "overview.py", title="Overview", url_path="home", default=True)
+# Streamlit serves the default page at "/" whatever its url_path (its URL path is always ""), so "/home" or
+# "/overview" would answer "Page not found": hidden pages at those paths send the browser to the default page. The
+# default page's own url_path only names it inside Streamlit (its page hash), so it must differ from theirs.
+overview = st.Page(VIEWS / "overview.py", title="Overview", url_path="main", default=True)
+OVERVIEW_ALIASES = ("home", "overview")  # URL paths that open the overview
 
 
-def _overview_url() -> None:
+def _to_overview() -> None:
     st.switch_page(overview)
 
 
@@ -33,7 +35,7 @@ pages = [
     st.Page(VIEWS / "explorer.py", title="Explorer", url_path="explorer"),
     st.Page(VIEWS / "hard_tokens.py", title="Hard tokens", url_path="hard_tokens"),
     st.Page(VIEWS / "export.py", title="Export", url_path="export"),
-    st.Page(_overview_url, title="Overview", url_path="overview", visibility="hidden"),
+    *(st.Page(_to_overview, title="Overview", url_path=alias, visibility="hidden") for alias in OVERVIEW_ALIASES),
 ]
 if state.compare_path():
     pages.append(st.Page(VIEWS / "compare.py", title="Compare", url_path="compare"))

@@ -7,12 +7,21 @@ from __future__ import annotations
 
 import math
 
+import plotly.colors as pc
 import plotly.graph_objects as go
 import polars as pl
 
 SPLIT_COLORS = {"confident": "#1f77b4", "unconfident": "#d62728", "unscored": "#9e9e9e"}
 REGION_COLORS = {"easy-to-learn": "#2ca02c", "ambiguous": "#ff7f0e", "hard-to-learn": "#9467bd"}
 CATEGORY_COLORS = {"split": SPLIT_COLORS, "region": REGION_COLORS}
+
+
+def source_colors(sources: list[str]) -> dict[str, str]:
+    """A colour per source, in the order given: plotly's Dark2 (eight colours that read on white), or its 26-colour
+    Alphabet set for more sources (repeating after 26)."""
+    palette = pc.qualitative.Dark2 if len(sources) <= len(pc.qualitative.Dark2) else pc.qualitative.Alphabet
+    return {s: palette[i % len(palette)] for i, s in enumerate(sources)}
+
 
 LOG_PPL_TITLE = "log10 mean perplexity over checkpoints (confidence = minus mean perplexity)"
 REL_VAR_TITLE = "relative variability (std / mean of perplexity over checkpoints)"
@@ -123,7 +132,7 @@ def scatter(
     x_title: str | None = None,
     y_title: str | None = None,
 ) -> go.Figure:
-    """A WebGL scatter colored by split or region (one trace each) or by a numeric column (a colorscale).
+    """A WebGL scatter colored by split, region or source (one trace each) or by a numeric column (a colorscale).
 
     Hover shows the example id, source, mean perplexity, region and the start of the instruction. Each point's
     ``customdata[0]`` is its example id, so a selection maps back to examples.
@@ -163,8 +172,9 @@ def scatter(
             )
         )
 
-    if color in CATEGORY_COLORS:
-        for name, c in CATEGORY_COLORS[color].items():
+    if color in CATEGORY_COLORS or color == "source":
+        palette = CATEGORY_COLORS.get(color) or source_colors(sorted(set(points["source"].drop_nulls().to_list())))
+        for name, c in palette.items():
             part = points.filter(pl.col(color) == name)
             if part.is_empty():
                 continue
@@ -187,6 +197,27 @@ def scatter(
         )
     fig.update_layout(dragmode="lasso", height=600)
     return _layout(fig, title, x if x_title is None else x_title, y if y_title is None else y_title)
+
+
+def projection_name(projection: dict | None) -> str:
+    """The name of the semantic map's projection, from the table's ``projection`` meta (``{"method": "umap",
+    ...}``): "UMAP" or "PCA"; "UMAP" where the meta does not say."""
+    return str((projection or {}).get("method") or "umap").upper()
+
+
+def semantic_map(points: pl.DataFrame, *, color: str = "split", projection: dict | None = None) -> go.Figure:
+    """The 2-D projection of the examples' embeddings (:func:`scatter` of ``umap_x``, ``umap_y``), its axes named
+    after the projection stored in the table's meta ("UMAP 1", "UMAP 2"; "PCA 1", "PCA 2")."""
+    method = projection_name(projection)
+    return scatter(
+        points,
+        x="umap_x",
+        y="umap_y",
+        color=color,
+        title=f"{method} map of the examples' embeddings",
+        x_title=f"{method} 1",
+        y_title=f"{method} 2",
+    )
 
 
 IFD_COLORSCALE = "Viridis"
@@ -293,49 +324,114 @@ def _wrap(text: str, width: int = 60) -> str:
     return "<br>".join(text[i : i + width] for i in range(0, min(len(text), 3 * width), width))
 
 
+def _lch_to_hex(lightness: float, chroma: float, hue: float) -> str | None:
+    """The sRGB hex of a CIE LCh(ab) colour (D65), or None where it lies outside sRGB."""
+    a, b = chroma * math.cos(math.radians(hue)), chroma * math.sin(math.radians(hue))
+    fy = (lightness + 16) / 116
+    xyz = [
+        w * (f**3 if f**3 > 0.008856 else (f - 16 / 116) / 7.787)
+        for w, f in zip((0.95047, 1.0, 1.08883), (fy + a / 500, fy, fy - b / 200))
+    ]
+    matrix = ((3.2406, -1.5372, -0.4986), (-0.9689, 1.8758, 0.0415), (0.0557, -0.2040, 1.0570))
+    linear = [sum(m * v for m, v in zip(row, xyz)) for row in matrix]
+    if not all(-1e-6 <= c <= 1 + 1e-6 for c in linear):
+        return None
+    srgb = [12.92 * c if c <= 0.0031308 else 1.055 * max(c, 0.0) ** (1 / 2.4) - 0.055 for c in linear]
+    return "#" + "".join(f"{round(255 * min(max(c, 0.0), 1.0)):02x}" for c in srgb)
+
+
+def ordered_colors(n: int) -> list[str]:
+    """``n`` colours for ordered categories (confidence bins, least to most confident) that neighbours can tell
+    apart: the hue runs from red to blue (the unconfident and confident colours) through orange, olive, green and
+    teal, and the lightness alternates between dark and light (CIE L* 42 and 62), so neighbouring bins differ in
+    both (about 25 to 35 CIE76 Delta E apart for 10 bins); chroma 55, lowered where sRGB has no such colour."""
+    colors = []
+    for i in range(n):
+        hue = 30 + 235 * i / max(n - 1, 1)
+        chroma = 55.0
+        while (color := _lch_to_hex(42 if i % 2 == 0 else 62, chroma, hue)) is None:
+            chroma -= 1.0
+        colors.append(color)
+    return colors
+
+
 def decile_lines(deciles: pl.DataFrame) -> go.Figure:
-    """Median perplexity per confidence bin across checkpoints (bin 0 = least confident), with quartile bands."""
+    """Median perplexity per confidence bin across checkpoints (bin 0 = least confident), one well-separated colour
+    per bin (:func:`ordered_colors`), listed from the least to the most confident."""
     fig = go.Figure()
     bins = sorted(set(deciles["quantile_bin"].to_list()))
-    for b in bins:
+    colors = ordered_colors(len(bins))
+    by_fraction = _by_fraction(deciles)
+    for i, b in enumerate(bins):
         part = deciles.filter(pl.col("quantile_bin") == b).sort("checkpoint_id")
-        xs = _checkpoint_x(part)
-        shade = b / max(len(bins) - 1, 1)
-        color = f"rgb({int(214 * (1 - shade) + 31 * shade)},{int(39 * (1 - shade) + 119 * shade)},"
-        color += f"{int(40 * (1 - shade) + 180 * shade)})"
+        ends = {0: " · least confident", len(bins) - 1: " · most confident"} if len(bins) > 1 else {}
         fig.add_trace(
             go.Scatter(
-                x=xs,
+                x=_checkpoint_x(part, by_fraction),
                 y=part["median_ppl"].to_list(),
                 mode="lines+markers",
-                name=f"bin {b}",
-                line=dict(color=color),
-                customdata=list(zip(part["q25"].to_list(), part["q75"].to_list(), part["examples"].to_list())),
-                hovertemplate="median %{y:.4g} (IQR %{customdata[0]:.4g}-%{customdata[1]:.4g}), "
-                "%{customdata[2]} examples<extra>bin " + str(b) + "</extra>",
+                name=f"bin {b}{ends.get(i, '')}",
+                line=dict(color=colors[i], width=2),
+                customdata=list(
+                    zip(
+                        [_checkpoint_hover(r) for r in part.iter_rows(named=True)],
+                        part["q25"].to_list(),
+                        part["q75"].to_list(),
+                        part["examples"].to_list(),
+                    )
+                ),
+                hovertemplate="%{customdata[0]}: median %{y:.4g} (IQR %{customdata[1]:.4g}-%{customdata[2]:.4g}), "
+                "%{customdata[3]} examples<extra>bin " + str(b) + "</extra>",
             )
         )
     fig.update_yaxes(type="log")
-    return _layout(
-        fig, "Median perplexity per confidence bin (0 = least confident)", "fraction of the epoch", "perplexity"
+    title = "Median perplexity per confidence bin (0 = least confident)"
+    fig = _layout(fig, title, _checkpoint_title(by_fraction), "perplexity")
+    # A column at the right, from the least confident bin (top, as its line) to the most confident.
+    fig.update_layout(
+        legend=dict(
+            title_text="confidence bin",
+            orientation="v",
+            x=1.02,
+            xanchor="left",
+            y=1,
+            yanchor="top",
+            traceorder="normal",
+        )
     )
+    return fig
 
 
-def _checkpoint_x(part: pl.DataFrame) -> list:
-    if part["fraction"].null_count() == 0:
-        return part["fraction"].to_list()
-    return part["checkpoint_id"].to_list()
+def _by_fraction(frame: pl.DataFrame) -> bool:
+    """Whether checkpoints go on the x axis by their fraction of the epoch (known for all of them in ``frame``)."""
+    return frame["fraction"].null_count() == 0
+
+
+def _checkpoint_x(part: pl.DataFrame, by_fraction: bool) -> list:
+    """The x of each checkpoint: its fraction of the epoch, or its number (1-based, as the CLI counts checkpoints;
+    the table's ``checkpoint_id`` is 0-based)."""
+    return part["fraction"].to_list() if by_fraction else (part["checkpoint_id"] + 1).to_list()
+
+
+def _checkpoint_title(by_fraction: bool) -> str:
+    return "fraction of the epoch" if by_fraction else "checkpoint"
+
+
+def _checkpoint_hover(row: dict) -> str:
+    label = f"checkpoint {row['checkpoint_id'] + 1}"
+    return label if row.get("step") is None else f"{label} (step {row['step']:,})"
 
 
 def trajectory_lines(traj: pl.DataFrame) -> go.Figure:
     """Perplexity of individual examples across checkpoints, colored by split."""
     fig = go.Figure()
     shown = set()
+    by_fraction = _by_fraction(traj)
     for (example_id,), part in traj.group_by(["example_id"], maintain_order=True):
         split = part["split"][0] or "unscored"
         fig.add_trace(
             go.Scatter(
-                x=_checkpoint_x(part),
+                x=_checkpoint_x(part, by_fraction),
                 y=part["perplexity"].to_list(),
                 mode="lines+markers",
                 name=split,
@@ -343,12 +439,13 @@ def trajectory_lines(traj: pl.DataFrame) -> go.Figure:
                 showlegend=split not in shown,
                 line=dict(color=SPLIT_COLORS.get(split, "#9e9e9e"), width=1),
                 opacity=0.6,
-                hovertemplate=f"{example_id}<br>perplexity %{{y:.4g}}<extra>{split}</extra>",
+                text=[_checkpoint_hover(r) for r in part.iter_rows(named=True)],
+                hovertemplate=f"{example_id}<br>%{{text}}: perplexity %{{y:.4g}}<extra>{split}</extra>",
             )
         )
         shown.add(split)
     fig.update_yaxes(type="log")
-    return _layout(fig, "Perplexity of individual examples", "fraction of the epoch", "perplexity")
+    return _layout(fig, "Perplexity of individual examples", _checkpoint_title(by_fraction), "perplexity")
 
 
 def agreement_heatmap(agreement: dict[str, dict[str, int]], a: str, b: str) -> go.Figure:

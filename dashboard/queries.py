@@ -61,6 +61,31 @@ def visible_token(key: str) -> str:
     return key.replace("\n", _VISIBLE["\n"]).replace("\t", _VISIBLE["\t"]).replace("\r", _VISIBLE["\r"])
 
 
+def checkpoint_number(checkpoint_id: int) -> int:
+    """The number the UI shows for a checkpoint: 1-based, as the CLI counts them ("scoring checkpoint 3/3"); the
+    table's ``checkpoint_id`` stays 0-based."""
+    return int(checkpoint_id) + 1
+
+
+def checkpoint_label(checkpoint_id: int, step: int | None = None, fraction: float | None = None) -> str:
+    """``"checkpoint 3 · step 38 · 100% of the epoch"`` (1-based, :func:`checkpoint_number`), without the parts
+    that are unknown."""
+    label = f"checkpoint {checkpoint_number(checkpoint_id)}"
+    if step is not None:
+        label += f" · step {step:,}"
+    if fraction is not None:
+        label += f" · {fraction:.0%} of the epoch"
+    return label
+
+
+def numbered_checkpoints(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` for display: its 0-based ``checkpoint_id`` replaced by ``checkpoint``, 1-based, first."""
+    if "checkpoint_id" not in frame.columns:
+        return frame
+    number = (pl.col("checkpoint_id") + 1).alias("checkpoint")
+    return frame.select(number, pl.exclude("checkpoint_id"))
+
+
 def _last_token_checkpoint() -> str:
     return "(SELECT max(checkpoint_id) FROM token_view)"
 
@@ -288,6 +313,14 @@ def sample_points(
     return frame, total
 
 
+EXPLORE_CHARS = 300  # of the prompt and the response in the explorer's table (the detail below shows them whole)
+
+
+def _clipped(col: str, n: int) -> str:
+    """SQL: the text of ``col`` (a column chosen by code) cut to ``n`` characters, ending in "…" where cut."""
+    return f"(CASE WHEN length({col}) > {n} THEN left({col}, {n - 1}) || '…' ELSE coalesce({col}, '') END)"
+
+
 def explore(
     con: duckdb.DuckDBPyConnection,
     flt: Filter,
@@ -297,7 +330,8 @@ def explore(
     limit: int = 100,
     offset: int = 0,
 ) -> tuple[pl.DataFrame, int]:
-    """One page of the filtered examples, sorted, and the number that match."""
+    """One page of the filtered examples, sorted, and the number that match; ``prompt`` and ``response`` are cut to
+    :data:`EXPLORE_CHARS` characters (ending in "…" where cut)."""
     if sort not in SORTABLE:
         raise ValueError(f"cannot sort by {sort!r}; choose one of {SORTABLE}")
     where, params = flt.where()
@@ -306,7 +340,7 @@ def explore(
         con,
         f"""
         SELECT example_id, source, split, region, confidence, variability, mean_nll, ifd, rank, status,
-               left(coalesce(prompt, ''), 160) AS prompt, left(coalesce(response, ''), 160) AS response
+               {_clipped("prompt", EXPLORE_CHARS)} AS prompt, {_clipped("response", EXPLORE_CHARS)} AS response
         FROM example_view WHERE {where}
         ORDER BY {sort} {"DESC" if descending else "ASC"} NULLS LAST, example_id LIMIT ? OFFSET ?
         """,

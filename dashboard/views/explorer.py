@@ -13,6 +13,11 @@ TOKEN_SCORES_HINT = (
 )
 
 
+ROW_HEIGHT = 78  # pixels: text wraps over about four lines (Streamlit wraps text in rows taller than 4rem)
+TABLE_HEIGHT = 560  # pixels at most: the header and about six rows (a short page is shorter)
+HEADER_HEIGHT = 52  # pixels: the header row and a horizontal scroll bar
+
+
 def _fmt(value, spec: str = ".4g") -> str:
     return "-" if value is None else format(value, spec)
 
@@ -32,17 +37,23 @@ def token_view(path: str, example_id: str, status: str, mark: str) -> None:
         return
     cps = data["checkpoints"]
     ids = cps["checkpoint_id"].to_list()
+    labels = {r["checkpoint_id"]: queries.checkpoint_label(**r) for r in cps.iter_rows(named=True)}
     can_change = first != last and first in nll and last in nll
     modes = ["NLL at a checkpoint"] + (["What the reference learned (last − first checkpoint)"] if can_change else [])
-    c1, c2 = st.columns([3, 2])
-    mode = c1.radio("Shade tokens by", modes, horizontal=True, key="tok_mode")
+    # A choice is offered only where there is one: the shading (with token scores at the first and last checkpoint)
+    # and the checkpoint (with token scores at more than one).
+    c1, c2 = st.columns([3, 2]) if len(modes) > 1 else (None, st)
+    mode = c1.radio("Shade tokens by", modes, horizontal=True, key="tok_mode") if len(modes) > 1 else modes[0]
     if mode == modes[0]:
-        labels = {
-            r["checkpoint_id"]: f"checkpoint {r['checkpoint_id']} · step {_fmt(r['step'], ',')}"
-            + ("" if r["fraction"] is None else f" · {r['fraction']:.0%} of the epoch")
-            for r in cps.iter_rows(named=True)
-        }
-        cid = c2.selectbox("Checkpoint", ids, index=len(ids) - 1, format_func=labels.get, key="tok_ckpt")
+        if len(ids) > 1:
+            cid = c2.selectbox("Checkpoint", ids, index=len(ids) - 1, format_func=labels.get, key="tok_ckpt")
+        else:
+            cid = ids[0]
+            st.caption(
+                f"Shaded by each token's NLL at {labels[cid]}, the only checkpoint with token scores. What the "
+                "reference learned (the change from the first to the last checkpoint) needs token scores at both: "
+                "score with `--token-scores all`."
+            )
         # One colour scale for all of the example's checkpoints, so switching checkpoints compares like with like.
         vmax = tokens.robust_max(np.concatenate([np.asarray(v, dtype=np.float64) for v in nll.values()]))
         st.html(tokens.nll_html(toks, nll[cid], vmax=vmax, mark=mark))
@@ -51,7 +62,7 @@ def token_view(path: str, example_id: str, status: str, mark: str) -> None:
             f"{len(toks):,} scored response tokens · mean NLL {values.mean():.3f} at {labels[cid]}"
             + (
                 ""
-                if can_change
+                if can_change or len(ids) == 1
                 else " · the change from the first to the last checkpoint needs token scores at "
                 "both: score with `--token-scores all`"
             )
@@ -60,8 +71,9 @@ def token_view(path: str, example_id: str, status: str, mark: str) -> None:
         st.html(tokens.change_html(toks, nll[first], nll[last], mark=mark))
         delta = tokens.token_change(nll[first], nll[last])
         st.caption(
-            f"{len(toks):,} scored response tokens · NLL change from checkpoint {first} to {last}: mean "
-            f"{delta.mean():+.3f} · {int((delta < 0).sum()):,} tokens fell (learned), {int((delta > 0).sum()):,} rose"
+            f"{len(toks):,} scored response tokens · NLL change from checkpoint {queries.checkpoint_number(first)} "
+            f"to {queries.checkpoint_number(last)}: mean {delta.mean():+.3f} · {int((delta < 0).sum()):,} tokens "
+            f"fell (learned), {int((delta > 0).sum()):,} rose"
         )
     if mark:
         st.caption("Outlined: the tokens of the token filter (in the sidebar).")
@@ -81,7 +93,23 @@ rows, _ = state.explore(path, flt, sort, descending, page_size, (page_no - 1) * 
 st.caption(f"{total:,} examples match the filter · page {page_no} of {n_pages}")
 if rows["ifd"].null_count() == rows.height:
     rows = rows.drop("ifd")  # a profile without IFD (older, or --no-ifd)
-st.dataframe(rows, hide_index=True, width="stretch")
+# The text columns come right after the id and the sort key, wide and wrapped over a few lines (a cell opens whole
+# when clicked; the detail below shows the example in full).
+order = list(dict.fromkeys(["example_id", sort, "split", "source", "prompt", "response", *rows.columns]))
+st.dataframe(
+    rows,
+    hide_index=True,
+    width="stretch",
+    height=min(TABLE_HEIGHT, HEADER_HEIGHT + ROW_HEIGHT * max(rows.height, 1)),
+    row_height=ROW_HEIGHT,
+    column_order=[c for c in order if c in rows.columns],
+    column_config={
+        "example_id": st.column_config.TextColumn("example_id", pinned=True),
+        "prompt": st.column_config.TextColumn("prompt", width="large"),
+        "response": st.column_config.TextColumn("response", width="large"),
+    },
+)
+st.caption("Click a cell to read it whole; pick an example below to see it in full.")
 if rows.height:
     labels = {r["example_id"]: f"{r['example_id'][:16]} · {r['prompt'][:70]}" for r in rows.iter_rows(named=True)}
     chosen = st.selectbox("Example", list(labels), format_func=labels.get, key="ex_pick")
@@ -105,4 +133,4 @@ if rows.height:
             with st.chat_message("user" if role == "user" else "assistant" if role == "assistant" else "ai"):
                 st.text(m["content"])
     with tab_scores:
-        st.dataframe(detail["scores"], hide_index=True)
+        st.dataframe(queries.numbered_checkpoints(detail["scores"]), hide_index=True)

@@ -22,11 +22,11 @@ min_count = c1.number_input(
 )
 limit = c2.number_input("Tokens listed", 5, 1_000, 50, step=5, key="ht_n")
 table, info = state.hard_tokens(path, flt, int(min_count), int(limit))
-step = "" if info["step"] is None else f", step {info['step']:,}"
+checkpoint = queries.checkpoint_label(info["checkpoint_id"], info["step"])
 st.caption(
-    f"Mean NLL of each token at checkpoint {info['checkpoint_id']}{step} (the last with token scores), over "
-    f"{info['tokens']:,} response tokens of the {info['examples']:,} examples that match the filter · "
-    f"{info['kept']:,} of {info['distinct']:,} distinct tokens seen at least {int(min_count):,} times."
+    f"Mean NLL of each token at {checkpoint} (the last with token scores), over {info['tokens']:,} response "
+    f"tokens of the {info['examples']:,} examples that match the filter · {info['kept']:,} of "
+    f"{info['distinct']:,} distinct tokens seen at least {int(min_count):,} times."
 )
 st.caption(
     "Tokens are grouped by their text with the surrounding whitespace trimmed (a token of whitespace alone shows "

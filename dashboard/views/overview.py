@@ -29,14 +29,29 @@ else:
         + ". See the data map."
     )
 breakdown = state.source_breakdown(path)
-left, right = st.columns(2)
+# The sources table gets the page's width (in half of it, its last columns were cut off), the status table beside
+# the split-by-source bars.
+st.subheader("Sources")
+st.dataframe(
+    breakdown,
+    hide_index=True,
+    width="stretch",
+    column_config={
+        "source": st.column_config.TextColumn("source"),
+        "share_confident": st.column_config.NumberColumn(
+            "share confident", format="percent", help="confident / scored examples"
+        ),
+        "median_confidence": st.column_config.NumberColumn(
+            "median confidence", format="%.4g", help="minus the median of the examples' mean perplexity"
+        ),
+    },
+)
+left, right = st.columns([1, 2]) if breakdown.height > 1 else (st.container(), None)
 with left:
     st.subheader("Status")
-    st.dataframe(state.status_counts(path), hide_index=True)
-with right:
-    st.subheader("Sources")
-    st.dataframe(breakdown, hide_index=True)
-if breakdown.height > 1:
-    st.plotly_chart(figures.source_bars(breakdown), width="stretch")
+    st.dataframe(state.status_counts(path), hide_index=True, width="stretch")
+if right is not None:
+    with right:
+        st.plotly_chart(figures.source_bars(breakdown), width="stretch")
 if ov["stage_seconds"]:
     st.caption("Stage times: " + ", ".join(f"{k} {v:.1f}s" for k, v in ov["stage_seconds"].items()))

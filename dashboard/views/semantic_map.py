@@ -13,12 +13,11 @@ st.title("Semantic map")
 if not ov["embedded"]:
     st.info("This profile has no embedding map (profiled with --no-embed or --projection none).")
     st.stop()
-proj = ov["projection"] or {}
-colors = ["split", "region", "confidence"] + (["ifd"] if ov["with_ifd"] else [])
+colors = ["split", "region", "source", "confidence"] + (["ifd"] if ov["with_ifd"] else [])
 color = st.radio("Color by", colors, horizontal=True, key="sem_color")
 cap = st.slider("Points drawn at most", 1_000, 200_000, state.POINT_CAP, step=1_000, key="sem_cap")
 points, total = state.sample_points(path, replace(flt, ids=None), cap, True)
-method = str(proj.get("method", "umap")).upper()
+method = figures.projection_name(ov["projection"])
 st.caption(
     f"{method} of mean-pooled final hidden states · showing {points.height:,} of {total:,} examples matching the "
     "filter" + (f" (a random sample: cap {cap:,})" if total > points.height else "")
@@ -26,7 +25,7 @@ st.caption(
 if points.is_empty():
     st.info("No embedded example matches the filter.")
     st.stop()
-fig = figures.scatter(points, x="umap_x", y="umap_y", color=color, title=f"{method} map", x_title="", y_title="")
+fig = figures.semantic_map(points, color=color, projection=ov["projection"])
 event = st.plotly_chart(fig, width="stretch", on_select="rerun", selection_mode=("box", "lasso"), key="sem_plot")
 picked = figures.selected_ids(fig, event.selection.points if event and event.selection else [])
 if picked:

@@ -17,6 +17,7 @@ from dashboard import COMPARE_ENV, TABLE_ENV, queries
 from dashboard.queries import token_key
 from tests.conftest import N_BAD, N_CHAT, N_FAQ
 from tests.dashboard.conftest import LONG_ID, N_INJECT, SCRIPT
+from tests.dashboard.test_readable import MIN_COLOUR_GAP, colour_gaps, lab
 from tests.dashboard.test_tokens import (
     TITLE_CHANGE,
     check_token_html,
@@ -67,7 +68,7 @@ def test_overview(monkeypatch, small_profile):
         "Unconfident": str(N_OK - N_OK // 2),
         "Checkpoints": "3",
     }
-    status, sources = at.dataframe[0].value, at.dataframe[1].value
+    sources, status = at.dataframe[0].value, at.dataframe[1].value
     assert dict(zip(status["status"], status["examples"])) == {"ok": N_OK, "empty_field": N_BAD}
     assert sorted(sources["source"]) == ["chat", "faq"]
     assert "Stage times" in captions(at)
@@ -76,12 +77,27 @@ def test_overview(monkeypatch, small_profile):
     assert "log10 mean perplexity" in hist
 
 
-def test_the_overview_url_opens_the_overview(monkeypatch, small_profile):
-    """The default page is served at "/"; its own path, /overview, sends the browser there (not "Page not
-    found"). A session opened at /overview asks for the page whose URL path is "overview"."""
+def test_the_sources_table_has_the_page_width(monkeypatch, small_profile):
+    """In half of the page the sources table's last columns were cut off: it has the page's width (outside any
+    st.columns), readable labels and formats."""
+    at = app(monkeypatch, small_profile)
+    assert at.subheader[0].value == "Sources"
+    in_columns = [d for c in at.columns for d in c.dataframe]
+    assert not any("share_confident" in d.value.columns for d in in_columns)
+    sources = next(d for d in at.dataframe if "share_confident" in d.value.columns)
+    config = json.loads(sources.proto.columns)
+    assert config["share_confident"]["label"] == "share confident"
+    assert config["share_confident"]["type_config"]["format"] == "percent"
+    assert config["median_confidence"]["label"] == "median confidence"
+
+
+@pytest.mark.parametrize("url_path", ["home", "overview"])
+def test_the_home_and_overview_urls_open_the_overview(monkeypatch, small_profile, url_path):
+    """The default page is served at "/" (its URL path is ""); /home and /overview send the browser there (not
+    "Page not found"). A session opened at /home asks for the page whose URL path is "home"."""
     at = app(monkeypatch, small_profile)
     goto(at, "explorer")
-    at._page_hash = next(h for h, info in at._registered_pages.items() if info.get("url_pathname") == "overview")
+    at._page_hash = next(h for h, info in at._registered_pages.items() if info.get("url_pathname") == url_path)
     at.run()
     assert not at.exception and at.title[0].value == "Overview"
 
@@ -103,6 +119,16 @@ def test_data_map_and_semantic_map(monkeypatch, small_profile):
     for color in ("region", "confidence"):
         at.radio(key="sem_color").set_value(color).run()
         assert not at.exception
+    # Coloured by source (one trace each, which together hold every point), on axes named after the projection.
+    assert at.radio(key="sem_color").options == ["split", "region", "source", "confidence", "ifd"]
+    at.radio(key="sem_color").set_value("source").run()
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    traces = {t["name"]: [c[1] for c in t["customdata"]] for t in spec["data"]}
+    assert {name: set(srcs) for name, srcs in traces.items()} == {"chat": {"chat"}, "faq": {"faq"}}
+    assert {name: len(srcs) for name, srcs in traces.items()} == {"chat": N_CHAT, "faq": N_FAQ}
+    assert len({t["marker"]["color"] for t in spec["data"]}) == 2
+    layout = spec["layout"]
+    assert (layout["xaxis"]["title"]["text"], layout["yaxis"]["title"]["text"]) == ("UMAP 1", "UMAP 2")
     # The sidebar filter narrows the maps.
     at.sidebar.multiselect(key="f_sources").set_value(["chat"]).run()
     assert f"showing {N_CHAT} of {N_CHAT}" in captions(at)
@@ -130,6 +156,24 @@ def test_dynamics(monkeypatch, small_profile):
     assert "5 examples traced" in captions(at)
 
 
+def test_dynamics_bins_have_colours_that_neighbours_can_tell_apart(monkeypatch, small_profile):
+    """The quantile bins' lines: each colour well apart from its neighbours' (CIE76 Delta E at least 20; one
+    red-to-blue gradient put neighbours 6 to 16 apart), red for the least confident bin and blue for the most,
+    listed from the least to the most confident."""
+    at = goto(app(monkeypatch, small_profile), "dynamics")
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    lines = spec["data"]
+    gaps = colour_gaps([t["line"]["color"] for t in lines])
+    assert min(gaps) >= MIN_COLOUR_GAP, gaps
+    assert lab(lines[0]["line"]["color"])[1] > 20 and lab(lines[-1]["line"]["color"])[2] < -20  # red; blue
+    assert [t["name"].split(" · ")[0] for t in lines] == [f"bin {b}" for b in range(10)]
+    assert lines[0]["name"] == "bin 0 · least confident" and lines[-1]["name"] == "bin 9 · most confident"
+    assert spec["layout"]["xaxis"]["title"]["text"] == "fraction of the epoch"
+    # The traced examples' hover names their checkpoints 1-based, as the CLI counts them.
+    traced = json.loads(at.get("plotly_chart")[1].proto.spec)["data"][0]
+    assert traced["text"] == ["checkpoint 1 (step 5)", "checkpoint 2 (step 10)", "checkpoint 3 (step 15)"]
+
+
 def test_explorer_filters_sort_detail_and_sql_search(monkeypatch, small_profile):
     at = goto(app(monkeypatch, small_profile), "explorer")
     assert f"{N_OK + N_BAD} examples match the filter" in captions(at)
@@ -152,6 +196,41 @@ def test_explorer_filters_sort_detail_and_sql_search(monkeypatch, small_profile)
     assert not at.exception and "0 examples match the filter" in captions(at)
     at.sidebar.text_input(key="f_search").input("").run()
     assert f"{N_OK + N_BAD} examples match the filter" in captions(at)  # the table is intact
+
+
+def test_explorer_table_wraps_the_prompt_and_response_and_numbers_checkpoints_from_1(monkeypatch, small_profile):
+    """The prompt and the response come right after the id and the sort key, in wide columns whose text wraps over
+    a few lines (Streamlit wraps text in rows taller than 4rem = 64px); the scores per checkpoint count from 1."""
+    at = goto(app(monkeypatch, small_profile), "explorer")
+    table = at.dataframe[0]
+    assert table.proto.row_height > 64
+    assert list(table.proto.column_order)[:6] == ["example_id", "rank", "split", "source", "prompt", "response"]
+    config = json.loads(table.proto.columns)
+    assert config["prompt"]["width"] == "large" and config["response"]["width"] == "large"
+    at.selectbox(key="ex_sort").set_value("ifd").run()
+    assert list(at.dataframe[0].proto.column_order)[:3] == ["example_id", "ifd", "split"]
+    scores = at.dataframe[1].value  # the scores per checkpoint, 1-based as the CLI counts them
+    assert list(scores.columns)[0] == "checkpoint" and list(scores["checkpoint"]) == [1, 2, 3]
+
+
+def test_explorer_table_marks_cut_text(monkeypatch, long_profile):
+    at = goto(app(monkeypatch, long_profile), "explorer")
+    rows = at.dataframe[0].value.set_index("example_id")
+    long = rows.loc[LONG_ID, "response"]
+    assert long.endswith("…") and len(long) == queries.EXPLORE_CHARS
+    assert not any(r.endswith("…") for r in rows["prompt"])  # short ones whole
+
+
+def test_token_view_offers_no_choice_with_token_scores_at_one_checkpoint(monkeypatch, small_profile):
+    """Token scores at the last checkpoint only (--token-scores last): no one-option "Shade tokens by" radio and no
+    one-option checkpoint box, a caption saying what the shading is."""
+    at = goto(app(monkeypatch, small_profile), "explorer")
+    assert len(at.html) == 1
+    assert "tok_mode" not in [r.key for r in at.radio] and "tok_ckpt" not in [s.key for s in at.selectbox]
+    assert "Shaded by each token's NLL at checkpoint 3 · step 15 · 100% of the epoch, the only checkpoint" in (
+        captions(at)
+    )
+    assert "--token-scores all" in captions(at)
 
 
 def test_perplexity_slider_filters_on_the_log_scale(monkeypatch, small_profile):
@@ -221,11 +300,14 @@ def test_explorer_token_view_shows_escaped_tokens_their_nll_and_the_change(monke
     # Default: the NLL at the last checkpoint; every token escaped, in order, its NLL in its title.
     assert len(at.html) == 1
     check_token_html(at.html[0].value, toks, nll[2])
-    assert f"{len(toks)} scored response tokens · mean NLL {nll[2].astype(float).mean():.3f} at checkpoint 2" in (
+    assert f"{len(toks)} scored response tokens · mean NLL {nll[2].astype(float).mean():.3f} at checkpoint 3 · " in (
         captions(at)
     )
     assert any(SCRIPT in t.value for t in at.text)  # the messages tab shows it as text too
-    at.selectbox(key="tok_ckpt").set_value(0).run()
+    # Checkpoints are numbered from 1 (the stored checkpoint_id, the box's value, from 0).
+    ckpt = at.selectbox(key="tok_ckpt")
+    assert [o.split(" · ")[0] for o in ckpt.options] == ["checkpoint 1", "checkpoint 2", "checkpoint 3"]
+    ckpt.set_value(0).run()
     check_token_html(at.html[0].value, toks, nll[0])
     # What the reference learned: last minus first.
     modes = at.radio(key="tok_mode").options
@@ -237,6 +319,7 @@ def test_explorer_token_view_shows_escaped_tokens_their_nll_and_the_change(monke
     delta = [float(TITLE_CHANGE.match(s["title"])["d"]) for s in spans]
     assert np.allclose(delta, nll[2].astype(float) - nll[0].astype(float), atol=5e-4)
     expected = nll[2].astype(float) - nll[0].astype(float)
+    assert "NLL change from checkpoint 1 to 3" in captions(at)
     assert f"mean {expected.mean():+.3f} · {int((expected < 0).sum())} tokens fell (learned)" in captions(at)
     # IFD, as a metric and a column.
     con = duckdb.connect(str(token_profile), read_only=True)
@@ -258,7 +341,7 @@ def test_hard_tokens_page_ranks_tokens_and_filters_the_explorer(monkeypatch, tok
     assert list(table["token"]) == [queries.visible_token(k) for k, _, _ in expected][:50]
     assert table["mean_nll"][0] == pytest.approx(expected[0][1], rel=1e-6)  # the top token and its mean
     assert list(table["count"]) == [n for _, _, n in expected][:50]
-    assert f"{len(expected)} of " in captions(at) and "at checkpoint 2" in captions(at)
+    assert f"{len(expected)} of " in captions(at) and "at checkpoint 3 · step" in captions(at)  # 1-based
     at.number_input(key="ht_min").set_value(20).run()
     at20 = expected_ranking(direct_hard_tokens(token_profile, 2), 20)
     assert list(at.dataframe[0].value["token"]) == [queries.visible_token(k) for k, _, _ in at20]

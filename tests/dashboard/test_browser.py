@@ -132,15 +132,25 @@ def test_dashboard_in_chromium(server, browser, tmp_path):
     assert f"Examples\n{N_FAQ + 10 + N_BAD}\nScored\n{N_FAQ + 10}\nConfident\n15\nUnconfident\n15" in body
     until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot"))
     screenshot(browser, "dashboard_overview.png", tmp_path)
+    # The sources table shows all of its columns: its grid needs no horizontal scrolling (in half of the page, its
+    # last columns were cut off). The grid is drawn once it is scrolled into view.
+    scroll_to(browser, "//h3[contains(., 'Sources')]")
+    content, shown = until(browser, lambda d: (widths := grid_widths(d, "Sources")) and widths[0] > 0 and widths)
+    assert content <= shown + 1, (content, shown)
+    screenshot(browser, "dashboard_sources.png", tmp_path)
 
-    # The default page's own URL opens it too (Streamlit serves the default page at "/").
-    browser.get(server + "/overview")
-    body = wait_for_text(browser, "Overview", "Examples", "Sources")
-    assert "Page not found" not in body and f"Examples\n{N_FAQ + 10 + N_BAD}" in body
+    # /home and /overview open the overview too (Streamlit serves the default page at "/", not at its url_path).
+    for alias in ("/home", "/overview"):
+        browser.get(server + alias)
+        body = wait_for_text(browser, "Overview", "Examples", "Sources")
+        assert "Page not found" not in body and f"Examples\n{N_FAQ + 10 + N_BAD}" in body
+        until(browser, lambda d: d.current_url.rstrip("/") == server)
 
     browser.get(server + "/semantic_map")
     wait_for_text(browser, "Semantic map", "UMAP of mean-pooled final hidden states", "showing 30 of 30")
     until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot canvas"))
+    axis_titles = until(browser, lambda d: [e.text for e in d.find_elements(By.CSS_SELECTOR, ".xtitle, .ytitle")])
+    assert axis_titles == ["UMAP 1", "UMAP 2"]
     screenshot(browser, "dashboard_semantic_map.png", tmp_path)
 
     # SQL-looking search text in the sidebar is just text: one match, no error, the table intact afterwards.
@@ -152,6 +162,15 @@ def test_dashboard_in_chromium(server, browser, tmp_path):
     browser.get(server + "/explorer")
     wait_for_text(browser, "31 examples match the filter")
     print(f"first page rendered in {first_page:.1f}s")
+
+
+def grid_widths(driver, heading: str) -> tuple[int, int] | None:
+    """(content width, visible width) in pixels of the grid of the first table after the heading ``heading``;
+    None until it is drawn."""
+    table = driver.find_element(By.XPATH, f"//h3[contains(., '{heading}')]/following::*[@data-testid='stDataFrame']")
+    return driver.execute_script(
+        "const s = arguments[0].querySelector('.dvn-scroller'); return s && [s.scrollWidth, s.clientWidth];", table
+    )
 
 
 def scroll_to(driver, xpath: str) -> None:
