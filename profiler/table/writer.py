@@ -344,6 +344,13 @@ class TableWriter:
         rows = self.con.execute("SELECT example_id FROM examples WHERE status = 'ok' ORDER BY row_index").fetchall()
         return [r[0] for r in rows]
 
+    def ok_token_counts(self) -> list[tuple[str, int, int]]:
+        """``(example_id, tokens, response tokens)`` of the usable examples, in input order."""
+        return self.con.execute(
+            "SELECT example_id, n_prompt_tokens + n_response_tokens, n_response_tokens FROM examples "
+            "WHERE status = 'ok' ORDER BY row_index"
+        ).fetchall()
+
     def n_ok_examples(self) -> int:
         return self.con.execute("SELECT count(*) FROM examples WHERE status = 'ok'").fetchone()[0]
 
