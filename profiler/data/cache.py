@@ -22,7 +22,6 @@ import os
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -461,10 +460,3 @@ class RenderedData:
                 part = table.take(pa.array(chunk))
             part = part.append_column("row_index", pa.array(chunk, pa.int64()))
             yield from part.select(list(columns)).combine_chunks().to_batches()
-
-
-def cache_info(path: Path) -> dict[str, Any]:
-    """Bytes on disk and rows of a cache folder."""
-    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
-    return {"path": str(path), "bytes": size, "rows": manifest["n_rows"], "tokens": manifest["n_tokens"]}
