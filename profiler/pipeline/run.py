@@ -178,8 +178,9 @@ def _score_ranks(s: RunState, prune) -> None:
         if s.ranks.main:
             parts = [part_path(s.cfg.out, i, n) for i in range(n)]
             s.table.insert_scores_of_parts(parts)
-            for info in s.checkpoints if prune else []:
-                prune(info)
+            if prune is not None:  # the weights go once every rank has scored them
+                for info in s.checkpoints:
+                    prune(info)
             for p in parts:
                 remove_part(p)
     if s.ranks.main:
@@ -224,7 +225,7 @@ def _part_score(s: RunState) -> None:
 
 
 PART_DATA = Stage("data", _data_text, _part_data)
-PART_SCORE = Stage("score", lambda s: SCORE.describe(s), _part_score)
+PART_SCORE = Stage("score", _score_text, _part_score)
 
 
 def _embed_done(s: RunState) -> bool:
@@ -235,7 +236,7 @@ def _embed_text(s: RunState) -> str:
     if not s.cfg.embed:
         return "no embeddings asked for"
     return f"semantic map of the embeddings ({s.cfg.projection})" + (
-        ": done before, nothing new scored" if s.ranks.main and _embed_done(s) else ""
+        ": done before, nothing new scored" if _embed_done(s) else ""
     )
 
 

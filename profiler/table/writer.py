@@ -569,8 +569,8 @@ class TableWriter:
     def insert_parts(self, parts: Sequence[str | Path]) -> None:
         """Copy the part files of one sharded run into this (new) table, in one transaction.
 
-        The first part gives the examples, the checkpoints and the run's meta (without the part's own keys:
-        ``shard``, ``shard_complete``, ``schema_version``, ``created_at``); every part gives its scores,
+        The first part gives the checkpoints and the run's meta (without the part's own keys: ``shard``,
+        ``shard_complete``, ``schema_version``, ``created_at``); every part gives its examples, scores,
         embeddings, token scores and texts, and IFD. ``meta.merged_from`` lists the parts. Which parts belong
         together is the caller's check.
         """
@@ -578,56 +578,49 @@ class TableWriter:
         if not parts:
             raise TableError("no part files to merge")
         con = self.con
-        aliases = [f"part{k}" for k in range(len(parts))]
-        attached = []
-        try:
-            for alias, path in zip(aliases, parts):  # DuckDB attaches and detaches outside transactions
-                try:
-                    con.execute(f"ATTACH ? AS {alias} (READ_ONLY)", [str(path)])
-                except duckdb.Error as e:
-                    raise open_error(path, e, writing=False) from e
-                attached.append(alias)
-            with self.transaction():
-                for k, alias in enumerate(aliases):
-                    if k == 0:
-                        con.execute(f"INSERT INTO checkpoints SELECT * FROM {alias}.checkpoints")
-                        for key, value in con.execute(f"SELECT key, value FROM {alias}.meta").fetchall():
-                            if key not in _PART_ONLY_META:
-                                con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
-                    # A part holds its shard's rows (one written before 1.2 holds every row: taken once).
-                    con.execute(f"INSERT OR IGNORE INTO examples SELECT * FROM {alias}.examples")
-                    con.execute(f"INSERT OR IGNORE INTO scores SELECT * FROM {alias}.scores")
-                    con.execute(f"INSERT OR IGNORE INTO embeddings SELECT * FROM {alias}.embeddings")
-                    for name in self._tables_of(alias, STAND_INS):  # parts written before 1.1 lack them
-                        con.execute(f"INSERT OR IGNORE INTO {name} SELECT * FROM {alias}.{name}")
-                self._put_meta({"merged_from": [str(p) for p in parts]})
-        finally:
-            for alias in attached:
-                con.execute(f"DETACH {alias}")
+        with self._attached(parts) as aliases, self.transaction():
+            con.execute(f"INSERT INTO checkpoints SELECT * FROM {aliases[0]}.checkpoints")
+            for key, value in con.execute(f"SELECT key, value FROM {aliases[0]}.meta").fetchall():
+                if key not in _PART_ONLY_META:
+                    con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
+            for alias in aliases:
+                # A part holds its shard's rows (one written before 1.2 holds every row: taken once).
+                con.execute(f"INSERT OR IGNORE INTO examples SELECT * FROM {alias}.examples")
+                self._copy_scores(alias)
+            self._put_meta({"merged_from": [str(p) for p in parts]})
 
     def insert_scores_of_parts(self, parts: Sequence[str | Path]) -> None:
         """Copy what the part files of this run's ranks scored (scores, embeddings, token scores and texts, IFD)
         into this table, in one transaction; rows already here are kept."""
         con = self.con
-        aliases = [f"part{k}" for k in range(len(parts))]
+        with self._attached([Path(p) for p in parts]) as aliases, self.transaction():
+            for alias in aliases:
+                self._copy_scores(alias)
+                row = con.execute(f"SELECT value FROM {alias}.meta WHERE key = 'embedding_checkpoint'").fetchone()
+                if row is not None:
+                    con.execute("INSERT OR REPLACE INTO meta VALUES ('embedding_checkpoint', ?)", [row[0]])
+
+    @contextlib.contextmanager
+    def _attached(self, parts: Sequence[Path]):
+        """The part files attached read-only (as ``part0``, ``part1``, ...) for the block, detached after; DuckDB
+        attaches and detaches outside transactions."""
         attached = []
         try:
-            for alias, path in zip(aliases, parts):
+            for k, path in enumerate(parts):
                 try:
-                    con.execute(f"ATTACH ? AS {alias} (READ_ONLY)", [str(path)])
+                    self.con.execute(f"ATTACH ? AS part{k} (READ_ONLY)", [str(path)])
                 except duckdb.Error as e:
-                    raise open_error(Path(path), e, writing=False) from e
-                attached.append(alias)
-            with self.transaction():
-                for alias in aliases:
-                    for name in ("scores", "embeddings", *self._tables_of(alias, STAND_INS)):
-                        con.execute(f"INSERT OR IGNORE INTO {name} SELECT * FROM {alias}.{name}")
-                    row = con.execute(f"SELECT value FROM {alias}.meta WHERE key = 'embedding_checkpoint'").fetchone()
-                    if row is not None:
-                        con.execute("INSERT OR REPLACE INTO meta VALUES ('embedding_checkpoint', ?)", [row[0]])
+                    raise open_error(path, e, writing=False) from e
+                attached.append(f"part{k}")
+            yield attached
         finally:
             for alias in attached:
-                con.execute(f"DETACH {alias}")
+                self.con.execute(f"DETACH {alias}")
+
+    def _copy_scores(self, alias: str) -> None:
+        """An attached part's scores, embeddings, and (parts written before 1.1 lack them) token scores and IFD."""
+        for name in ("scores", "embeddings", *self._tables_of(alias, STAND_INS)):
+            self.con.execute(f"INSERT OR IGNORE INTO {name} SELECT * FROM {alias}.{name}")
 
     def _tables_of(self, catalog: str, names: Iterable[str]) -> list[str]:
         """Which of ``names`` an attached database has."""
