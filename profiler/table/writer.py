@@ -619,7 +619,9 @@ class TableWriter:
 
     def _copy_scores(self, alias: str) -> None:
         """An attached part's scores, embeddings, and (parts written before 1.1 lack them) token scores and IFD."""
-        for name in ("scores", "embeddings", *self._tables_of(alias, STAND_INS)):
+        self.con.execute(f"INSERT OR IGNORE INTO scores SELECT * FROM {alias}.scores")
+        self.con.execute(f"INSERT OR IGNORE INTO embeddings SELECT * FROM {alias}.embeddings")
+        for name in self._tables_of(alias, STAND_INS):
             self.con.execute(f"INSERT OR IGNORE INTO {name} SELECT * FROM {alias}.{name}")
 
     def _tables_of(self, catalog: str, names: Iterable[str]) -> list[str]:
