@@ -261,7 +261,8 @@ def stage_train_prep(run: Run) -> list[Row]:
         row = run.cli_row("train_prep", argv, "profiler.cli,trainer_plugin.train", out, "serial")
         row.notes = f"`sftmix train --max_steps 1` (prepare_data changed: {r['fallback']})"
         return [row]
-    return [Row("train_prep", m, r["work_s"], r["work_cpu_s"], 0, r["notes"], "serial", r["rss_before"])]
+    parallel = "cores" if r.get("num_proc") else "serial"  # the target's rendering map runs over processes too
+    return [Row("train_prep", m, r["work_s"], r["work_cpu_s"], 0, r["notes"], parallel, r["rss_before"])]
 
 
 def stage_info(run: Run) -> list[Row]:
@@ -487,6 +488,7 @@ def write_synthetic_scores(table, examples: list[tuple[str, int, int]], max_toke
     ``write_scores``."""
     import numpy as np
 
+    from profiler.pipeline.score import WriteGroup
     from profiler.scoring.batching import token_budget_batches
     from profiler.table.writer import CheckpointInfo
 
@@ -496,13 +498,24 @@ def write_synthetic_scores(table, examples: list[tuple[str, int, int]], max_toke
     batches = token_budget_batches([e[1] for e in examples], max_tokens)
     rng = np.random.default_rng(seed)
     wall = cpu = 0.0
+    calls = 0
     for k, cid in enumerate(ids):
+        made: dict[str, list[str]] = {}
+
+        def write(rows, cid=cid, made=made) -> None:  # what the score loop writes: a group of batches at a time
+            nonlocal wall, cpu, calls
+            texts = {s.example_id: made.pop(s.example_id) for s in rows if s.example_id in made}
+            t, c = time.perf_counter(), cpu_now()
+            table.write_scores(cid, rows, texts or None)
+            wall, cpu, calls = wall + time.perf_counter() - t, cpu + cpu_now() - c, calls + 1
+
+        group = WriteGroup(write)
         for batch in batches:
             scores, texts = synthetic_batch([examples[i] for i in batch], k == len(ids) - 1, rng)
-            t, c = time.perf_counter(), cpu_now()
-            table.write_scores(cid, scores, texts)
-            wall, cpu = wall + time.perf_counter() - t, cpu + cpu_now() - c
-    return {"work_s": wall, "work_cpu_s": cpu, "batches": len(batches) * len(ids)}
+            made.update(texts or {})
+            group.add(scores)
+        group.flush()
+    return {"work_s": wall, "work_cpu_s": cpu, "batches": len(batches) * len(ids), "calls": calls}
 
 
 def mark_stages(table, *names: str) -> None:
@@ -521,8 +534,8 @@ def child_writes_scores(args) -> dict:
         mark_stages(table, "data", "score")
     notes = (
         f"{len(examples):,} x {CHECKPOINTS} scores, token NLLs + texts and {EMBED_DIM}-d embeddings at the last; "
-        f"{w['batches']:,} write_scores calls (batches of <= {args.max_tokens} tokens); making the synthetic "
-        f"scores took {total - w['work_s']:.1f} s more (not counted)"
+        f"{w['batches']:,} scorer batches of <= {args.max_tokens} tokens in {w['calls']:,} write_scores calls; "
+        f"making the synthetic scores took {total - w['work_s']:.1f} s more (not counted)"
     )
     return {**w, "rss_before": clock.rss_before, "notes": notes}
 
@@ -593,6 +606,16 @@ def child_merge_parts(args) -> dict:
     return {"setup_s": time.perf_counter() - t, "how": how, "parts_bytes": parts}
 
 
+def dataset_tokens(dataset) -> int:
+    """The tokens of a ``datasets.Dataset``'s rows, from its Arrow columns (no row decoded in Python)."""
+    import pyarrow.compute as pc
+
+    lengths = pc.list_value_length(dataset.data.column("input_ids")).to_numpy(zero_copy_only=False)
+    if getattr(dataset, "_indices", None) is not None:  # a selection of the rows
+        lengths = lengths[dataset._indices.column(0).to_numpy()]
+    return int(lengths.sum())
+
+
 def child_train_prep(args) -> dict:
     """`sftmix train`'s data preparation: the profile's split examples re-rendered with the target's tokenizer."""
     import inspect
@@ -606,7 +629,8 @@ def child_train_prep(args) -> dict:
     if params != ["args", "tokenizer"]:
         return {"fallback": f"prepare_data{tuple(params)}"}
     p = workdir_paths(args)
-    extra = {"num_proc": args.num_proc} if "num_proc" in {f.name for f in fields(SFTMixTrainingArguments)} else {}
+    names = {f.name for f in fields(SFTMixTrainingArguments)}
+    extra = {"dataset_num_proc": args.num_proc or None} if "dataset_num_proc" in names else {}
     targs = SFTMixTrainingArguments(
         profile=str(p["w"] / "T" / "T.duckdb"), model=str(p["model"]), output_dir=str(p["w"] / "train_out"),
         report_to="none", **extra,
@@ -615,10 +639,10 @@ def child_train_prep(args) -> dict:
     clock = Clock()
     data = prepare_data(targs, tokenizer)
     figures = clock.figures()
-    tokens = sum(len(r["input_ids"]) for r in data.train)
+    tokens = dataset_tokens(data.train)
     growth = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - clock.rss_before) / max(tokens, 1)
     notes = f"{len(data.train):,} training rows, {tokens:,} tokens; {growth:,.0f} B/token above the RSS before"
-    return {**figures, "notes": notes}
+    return {**figures, "notes": notes, "num_proc": bool(extra)}
 
 
 def timed_calls(owner, name: str, spent: dict[str, float]) -> None:

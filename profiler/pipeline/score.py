@@ -10,6 +10,7 @@ scored on the last checkpoint's loaded model, before its weights may be deleted 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from contextlib import closing
 from pathlib import Path
@@ -25,6 +26,13 @@ from profiler.scoring.base import ExampleScore, ScoreItem
 from profiler.table.writer import CheckpointInfo, TableWriter
 
 log = logging.getLogger(__name__)
+
+# Scores reach the table in groups of this many examples, or after this many seconds: a DuckDB transaction costs
+# ~10 ms beyond its rows, so one per scorer batch (~30 Tulu-like examples at 16k tokens) would spend most of a
+# million-example run committing. A killed run loses at most one group, scored again on resume; an exception or
+# Ctrl-C writes the group first.
+WRITE_EXAMPLES = 4096
+WRITE_SECONDS = 20.0
 
 
 def backend_settings(cfg: ScoreConfig, prepared: Prepared) -> BackendSettings:
@@ -65,7 +73,7 @@ def ifd_model_info(path: str) -> CheckpointInfo:
 
 
 class _Progress:
-    """Counts written batches; the ``stop_after_batches`` test hook raises after that many (a simulated crash)."""
+    """Counts scored batches; the ``stop_after_batches`` test hook raises after that many (a simulated crash)."""
 
     def __init__(self, stop_after: int | None):
         self.written = 0
@@ -75,6 +83,27 @@ class _Progress:
         self.written += 1
         if self.stop_after is not None and self.written >= self.stop_after:
             raise RuntimeError("stopped by stop_after_batches (test hook)")
+
+
+class WriteGroup:
+    """Rows handed to ``write`` in groups (:data:`WRITE_EXAMPLES`, :data:`WRITE_SECONDS`); ``flush`` writes the
+    rest. Rows leave the group before ``write`` runs, so a failed write is not tried twice."""
+
+    def __init__(self, write: Callable[[list], None]):
+        self.write = write
+        self.rows: list = []
+        self.since = time.monotonic()
+
+    def add(self, rows: Sequence) -> None:
+        self.rows.extend(rows)
+        if len(self.rows) >= WRITE_EXAMPLES or time.monotonic() - self.since >= WRITE_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        rows, self.rows = self.rows, []
+        self.since = time.monotonic()
+        if rows:
+            self.write(rows)
 
 
 def _score_pass(
@@ -87,14 +116,18 @@ def _score_pass(
     texts: Callable[[list[ExampleScore]], dict[str, list[str]]] | None,
     progress: _Progress,
 ) -> None:
-    """Score ``todo`` at checkpoint ``cid``, writing batch by batch; ``texts`` (when token scores are kept) gives
-    the token texts of a batch's examples that have none stored yet."""
+    """Score ``todo`` at checkpoint ``cid``, writing in groups of batches; ``texts`` (when token scores are kept)
+    gives the token texts of a group's examples that have none stored yet."""
     if not todo:
         return
-    with closing(scorer.score(todo, desc, tokens=texts is not None)) as batches:
-        for batch in batches:
-            table.write_scores(cid, batch, texts(batch) if texts is not None else None)
-            progress.wrote()
+    group = WriteGroup(lambda rows: table.write_scores(cid, rows, texts(rows) if texts is not None else None))
+    try:
+        with closing(scorer.score(todo, desc, tokens=texts is not None)) as batches:
+            for batch in batches:
+                group.add(batch)
+                progress.wrote()
+    finally:
+        group.flush()
 
 
 def _ifd_pass(
@@ -109,10 +142,14 @@ def _ifd_pass(
 ) -> None:
     """Score the responses ``alone`` and write their IFD with ``model`` (at checkpoint ``cid``, or None), given
     each example's mean NLL with its prompt (``conditional``, by example id)."""
-    with closing(scorer.score(alone, "IFD: responses alone", embed=False)) as batches:
-        for batch in batches:
-            table.write_ifd(cid, model, ifd_rows(batch, conditional))
-            progress.wrote()
+    group = WriteGroup(lambda rows: table.write_ifd(cid, model, rows))
+    try:
+        with closing(scorer.score(alone, "IFD: responses alone", embed=False)) as batches:
+            for batch in batches:
+                group.add(ifd_rows(batch, conditional))
+                progress.wrote()
+    finally:
+        group.flush()
 
 
 def _mean_nlls(scorer: CheckpointScorer, items: list[ScoreItem], wanted: list[ScoreItem]) -> dict[str, float]:
@@ -151,7 +188,7 @@ def score_checkpoints(
 
     Args:
         on_scored: called with each checkpoint once all its scores are written (e.g. to delete its weights).
-        stop_after_batches: testing hook; raise after this many written batches to simulate a crash.
+        stop_after_batches: testing hook; raise after this many scored batches to simulate a crash.
 
     Returns:
         The checkpoint ids, in order.
