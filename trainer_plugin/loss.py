@@ -70,14 +70,35 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if hasattr(model, "module") and not hasattr(model, "get_output_embeddings") else model
 
 
-def final_hidden_states(model: torch.nn.Module, ids: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
-    """The LM head's input at every position, from the model's own forward.
+def final_hidden_states(
+    model: torch.nn.Module, ids: torch.Tensor, attn: torch.Tensor, *, padding_free: bool = False
+) -> torch.Tensor:
+    """The LM head's input at every position of the padded rows ``ids``, from the model's own forward.
 
     The call goes through the top-level (possibly DDP-wrapped) forward, so data-parallel wrappers see it;
     ``logits_to_keep=1`` keeps that forward from computing logits for the whole batch.
+
+    With ``padding_free`` the forward runs on the rows' real tokens packed end to end into one row, positions
+    restarting at each row and no attention mask: transformers then keeps each row to itself (a varlen kernel
+    under flash attention, which computes no padding at all; a block-diagonal mask under sdpa or eager, exact but
+    no cheaper). The hidden states come back at the padded rows' positions (zeros at padding).
     """
-    out = model(input_ids=ids, attention_mask=attn, output_hidden_states=True, logits_to_keep=1, use_cache=False)
-    return out.hidden_states[-1]
+    if not padding_free:
+        out = model(input_ids=ids, attention_mask=attn, output_hidden_states=True, logits_to_keep=1, use_cache=False)
+        return out.hidden_states[-1]
+    real = attn.bool()
+    positions = (real.cumsum(1) - 1)[real]
+    out = model(
+        input_ids=ids[real][None],
+        position_ids=positions[None],
+        output_hidden_states=True,
+        logits_to_keep=1,
+        use_cache=False,
+    )
+    packed = out.hidden_states[-1][0]
+    hidden = packed.new_zeros((*ids.shape, packed.shape[-1]))
+    hidden[real] = packed
+    return hidden
 
 
 def _pad_to(t: torch.Tensor, length: int, value: int) -> torch.Tensor:
@@ -105,6 +126,7 @@ def sftmix_loss(
     chunk_tokens: int | None = None,
     ntp_denominator: float | None = None,
     mixup_denominator: float | None = None,
+    padding_free: bool = False,
 ) -> SFTMixOutput:
     """The SFTMix loss of one batch of pairs (row i of ``batch_c`` with row i of ``batch_u``).
 
@@ -119,6 +141,8 @@ def sftmix_loss(
         ntp_denominator: divide the NTP sum by this instead of this batch's token count (gradient
             accumulation: the tokens of the whole accumulated batch).
         mixup_denominator: the same for the Mixup term.
+        padding_free: run the forward on the pairs' real tokens packed into one row (see
+            :func:`final_hidden_states`): the same loss, without computing padding under flash attention.
     """
     if batch_c["input_ids"].shape[0] != batch_u["input_ids"].shape[0]:
         raise ValueError("batch_c and batch_u must hold the same number of rows (one pair per row)")
@@ -129,7 +153,7 @@ def sftmix_loss(
         lm_head = inner.get_output_embeddings()
         chunk_tokens = auto_chunk_tokens(getattr(lm_head, "out_features", None) or inner.config.vocab_size)
     ids, attn, labels = _stack(batch_c, batch_u)
-    hidden = final_hidden_states(model, ids, attn)
+    hidden = final_hidden_states(model, ids, attn, padding_free=padding_free)
     # Hidden state t predicts token t+1.
     h, targets = hidden[:, :-1], labels[:, 1:]
     mask = targets != IGNORE

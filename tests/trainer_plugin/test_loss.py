@@ -74,12 +74,13 @@ CASES = [("llama", False), ("llama", True), ("gemma2", False), ("qwen2", False)]
 
 @pytest.mark.parametrize("kind,tie", CASES)
 @pytest.mark.parametrize("lam", [0.3, "per_pair"])
-def test_loss_and_grads_match_reference(kind, tie, lam):
+@pytest.mark.parametrize("padding_free", [False, True], ids=["padded", "padding_free"])
+def test_loss_and_grads_match_reference(kind, tie, lam, padding_free):
     model = tiny_model(kind, tie)
     bc = make_batch([12, 7, 15], [3, 2, 10], seed=1)  # pairs of unequal lengths and response sizes
     bu = make_batch([9, 14, 6], [4, 1, 2], seed=2)
     lam = torch.tensor([0.1, 0.5, 0.95]) if lam == "per_pair" else lam
-    out = sftmix_loss(model, bc, bu, lam=lam, mu=0.2, chunk_tokens=5)
+    out = sftmix_loss(model, bc, bu, lam=lam, mu=0.2, chunk_tokens=5, padding_free=padding_free)
     grads = torch.autograd.grad(out.loss, list(model.parameters()), allow_unused=True)
     ref_loss, ref_ntp, ref_mix = reference(model, bc, bu, lam, 0.2)
     ref_grads = torch.autograd.grad(ref_loss, list(model.parameters()), allow_unused=True)
@@ -92,6 +93,27 @@ def test_loss_and_grads_match_reference(kind, tie, lam):
             assert g is None or g.abs().max() == 0, name
         else:
             torch.testing.assert_close(g, r, atol=1e-5, rtol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_padding_free_packs_the_real_tokens_into_one_row(attn):
+    """The forward sees one row of the 2 x 3 rows' real tokens, positions restarting per row and no mask, and its
+    result equals the padded forward's (under eager too: transformers keeps packed rows apart in any kernel)."""
+    model = tiny_model("llama")
+    model.config._attn_implementation = attn
+    bc = make_batch([12, 7, 15], [3, 2, 10], seed=1)
+    bu = make_batch([9, 14, 6], [4, 1, 2], seed=2)
+    seen = []
+    hook = model.register_forward_pre_hook(lambda m, a, kw: seen.append(kw), with_kwargs=True)
+    packed = sftmix_loss(model, bc, bu, lam=0.3, mu=0.2, padding_free=True)
+    hook.remove()
+    (kw,) = seen
+    assert kw["input_ids"].shape == (1, 12 + 7 + 15 + 9 + 14 + 6) and kw.get("attention_mask") is None
+    starts = (kw["position_ids"][0] == 0).nonzero().flatten().tolist()
+    assert starts == [0, 12, 19, 34, 43, 57]
+    padded = sftmix_loss(model, bc, bu, lam=0.3, mu=0.2)
+    torch.testing.assert_close(packed.loss, padded.loss, atol=1e-5, rtol=1e-5)
+    assert (packed.n_ntp_tokens, packed.n_mixup_tokens) == (padded.n_ntp_tokens, padded.n_mixup_tokens)
 
 
 @pytest.mark.parametrize("kind", ["llama", "gemma2"])
