@@ -662,7 +662,7 @@ def timed_calls(owner, name: str, spent: dict[str, float]) -> None:
 
 def child_score_overhead(args) -> dict:
     """`sftmix score` through the console script's entry point (``profiler.cli.main``) in this process, with the
-    model's work timed: the backbone (``TorchScorer._hidden``) and the LM head (``response_nll``) calls."""
+    model's work timed: the backbone (``TorchScorer._hidden``) and the LM head (``token_nll``) calls."""
     from profiler import cli
     from profiler.scoring import torch_backend
     from profiler.table.reader import open_table
@@ -675,7 +675,7 @@ def child_score_overhead(args) -> dict:
     argv = ["score", "--model", str(p["model"]), "--data", str(p["sub"]), "--out", str(out), *flags]
     spent = {"wall": 0.0, "cpu": 0.0}
     timed_calls(torch_backend.TorchScorer, "_hidden", spent)
-    timed_calls(torch_backend, "response_nll", spent)
+    timed_calls(torch_backend, "token_nll", spent)
     clock = Clock()
     if cli.main(argv) != 0:
         raise SystemExit("sftmix score failed")

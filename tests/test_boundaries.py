@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # What trainer_plugin and dashboard may import from profiler (and their submodules).
 # profiler.options declares options once for every command (trainer_plugin's SFTMixTrainingArguments included).
-ALLOWED = ("profiler.table", "profiler.data", "profiler.errors", "profiler.hf", "profiler.options")
+ALLOWED = ("profiler.table", "profiler.data", "profiler.errors", "profiler.hf", "profiler.lm_head", "profiler.options")
 ALLOWED_NAMES = {"open_table"}  # `from profiler import open_table`
 ENTRY_POINTS = {"profiler/cli.py", "profiler/demo.py"}  # the composition root may import anything
 

@@ -2,7 +2,8 @@
 
 ``loss = NTP + mu * Mixup``. One backbone forward serves both terms. The LM head runs on hidden states in
 chunks whose logits are recomputed in backward (activation checkpointing), so no ``[tokens x vocab]`` tensor
-of the whole batch is ever held: memory for the head stays at ``chunk_tokens x vocab``.
+of the whole batch is ever held: memory for the head stays at ``chunk_tokens x vocab``. The chunk rule and the
+per-token NLL are the scorer's (:mod:`profiler.lm_head`), so a trained model's NTP and its profile agree.
 """
 
 from __future__ import annotations
@@ -12,19 +13,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
 from profiler.hf import causal_lm_parts
+from profiler.lm_head import chunked_sum, head_chunk_tokens, token_nll
 
 IGNORE = -100
-# Logit elements per LM-head chunk when the chunk size is left to us: 64M (256 MiB in float32), so a 256k
-# vocabulary gets 262-token chunks, a 128k one 523 and one up to 64k 1024 (measured in benchmarks/README.md).
-CHUNK_LOGITS = 2**26
-
-
-def auto_chunk_tokens(vocab_size: int) -> int:
-    """Hidden states per LM-head chunk: about ``CHUNK_LOGITS`` logits, between 128 and 1024 tokens."""
-    return max(128, min(1024, CHUNK_LOGITS // max(vocab_size, 1)))
 
 
 @dataclass
@@ -39,8 +32,7 @@ class SFTMixOutput:
 
 
 def _ce_sum(head: Callable, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    logits = head(hidden).float()
-    return F.cross_entropy(logits, targets, reduction="sum")
+    return token_nll(head, hidden, targets, hidden.shape[0]).sum()  # one chunk: chunked_sum made it
 
 
 def _mix_ce_sum(
@@ -50,19 +42,6 @@ def _mix_ce_sum(
     nll_c = -logp.gather(1, y_c[:, None]).squeeze(1)
     nll_u = -logp.gather(1, y_u[:, None]).squeeze(1)
     return (lam * nll_c + (1 - lam) * nll_u).sum()
-
-
-def chunked_sum(fn: Callable, *tensors: torch.Tensor, chunk_tokens: int) -> torch.Tensor:
-    """``sum(fn(chunk) for chunk)`` over rows, recomputing each chunk's logits in backward when grads are on."""
-    total = tensors[0].new_zeros((), dtype=torch.float32)
-    n = tensors[0].shape[0]
-    for s in range(0, n, chunk_tokens):
-        parts = [t[s : s + chunk_tokens] for t in tensors]
-        if torch.is_grad_enabled() and tensors[0].requires_grad:
-            total = total + checkpoint(fn, *parts, use_reentrant=False)
-        else:
-            total = total + fn(*parts)
-    return total
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -137,7 +116,7 @@ def sftmix_loss(
         batch_u: unconfident examples, same form and the same number of rows.
         lam: the Mixup coefficient, a float or one value per pair.
         mu: weight of the Mixup term (0 skips computing it: the plain NTP baseline).
-        chunk_tokens: hidden states per LM-head chunk (default: :func:`auto_chunk_tokens` of the vocabulary).
+        chunk_tokens: hidden states per LM-head chunk (default: :func:`profiler.lm_head.chunk_tokens`).
         ntp_denominator: divide the NTP sum by this instead of this batch's token count (gradient
             accumulation: the tokens of the whole accumulated batch).
         mixup_denominator: the same for the Mixup term.
@@ -148,11 +127,8 @@ def sftmix_loss(
         raise ValueError("batch_c and batch_u must hold the same number of rows (one pair per row)")
     inner = _unwrap(model)
     _, head = causal_lm_parts(inner)
-    if chunk_tokens is None:
-        # out_features, not weight.shape: under ZeRO-3 / FSDP the weight is a shard outside the forward.
-        lm_head = inner.get_output_embeddings()
-        chunk_tokens = auto_chunk_tokens(getattr(lm_head, "out_features", None) or inner.config.vocab_size)
     ids, attn, labels = _stack(batch_c, batch_u)
+    chunk_tokens = chunk_tokens or head_chunk_tokens(inner, ids.device)
     hidden = final_hidden_states(model, ids, attn, padding_free=padding_free)
     # Hidden state t predicts token t+1.
     h, targets = hidden[:, :-1], labels[:, 1:]
@@ -188,27 +164,19 @@ def sftmix_loss(
 
 
 @torch.no_grad()
-def response_nll(
+def row_nll(
     model: torch.nn.Module, batch: dict[str, torch.Tensor], *, chunk_tokens: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each row's summed response-token NLL (float64) and its number of response tokens, for evaluation.
-
-    The same forward and chunked LM head as :func:`sftmix_loss`, so no ``[tokens x vocab]`` tensor is held.
-    """
+    """Each row's summed response-token NLL (float64) and its number of response tokens, for evaluation: the
+    per-token NLL of :func:`profiler.lm_head.token_nll`, as the scorer computes it."""
     inner = _unwrap(model)
     _, head = causal_lm_parts(inner)
-    if chunk_tokens is None:
-        lm_head = inner.get_output_embeddings()
-        chunk_tokens = auto_chunk_tokens(getattr(lm_head, "out_features", None) or inner.config.vocab_size)
     ids, labels = batch["input_ids"], batch["labels"]
     attn = batch.get("attention_mask", torch.ones_like(ids))
     hidden = final_hidden_states(model, ids, attn)
     h, targets = hidden[:, :-1], labels[:, 1:]
     mask = targets != IGNORE
     rows = torch.arange(ids.shape[0], device=ids.device)[:, None].expand_as(targets)[mask]
-    h_sel, t_sel = h[mask], targets[mask]
-    nll = torch.zeros(ids.shape[0], dtype=torch.float64, device=ids.device)
-    for s in range(0, h_sel.shape[0], chunk_tokens):
-        tok = F.cross_entropy(head(h_sel[s : s + chunk_tokens]).float(), t_sel[s : s + chunk_tokens], reduction="none")
-        nll.index_add_(0, rows[s : s + chunk_tokens], tok.double())
+    tok = token_nll(head, h[mask], targets[mask], chunk_tokens or head_chunk_tokens(inner, ids.device))
+    nll = torch.zeros(ids.shape[0], dtype=torch.float64, device=ids.device).index_add_(0, rows, tok.double())
     return nll, mask.sum(1)

@@ -40,7 +40,7 @@ from transformers.trainer_utils import EvalPrediction, get_last_checkpoint
 
 from trainer_plugin.config import SFTMixConfig
 from trainer_plugin.data import EvalCollator
-from trainer_plugin.loss import response_nll, sftmix_loss
+from trainer_plugin.loss import row_nll, sftmix_loss
 from trainer_plugin.sampler import PairedSampler
 
 STATE_FILE = "sftmix_state.json"
@@ -178,7 +178,7 @@ class SFTMixMixin:
         """Per-example response NLL sums and token counts (as "logits") and split flags (as "labels")."""
         inputs = self._prepare_inputs(inputs)
         confident = inputs.pop("confident")
-        nll, n = response_nll(model, inputs, chunk_tokens=self.sftmix.chunk_tokens)
+        nll, n = row_nll(model, inputs, chunk_tokens=self.sftmix.chunk_tokens)
         sums = torch.stack([nll, n.to(nll.dtype)], dim=1)
         return None, sums, confident.to(torch.int64)
 

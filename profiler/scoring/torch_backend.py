@@ -14,24 +14,9 @@ from tqdm.auto import tqdm
 
 from profiler.data.items import item_lengths
 from profiler.hf import causal_lm_parts
+from profiler.lm_head import head_chunk_tokens, token_nll
 from profiler.scoring.base import ExampleScore, ScoreItem
 from profiler.scoring.batching import token_budget_batches
-
-
-def response_nll(head, hidden: torch.Tensor, targets: torch.Tensor, chunk_tokens: int = 4096) -> torch.Tensor:
-    """Per-token NLL of ``targets`` under ``head(hidden)``, computed in float32 in chunks of tokens.
-
-    Args:
-        head: maps ``[n, hidden]`` to ``[n, vocab]`` logits.
-        hidden: ``[n, hidden]`` hidden states at the positions predicting ``targets``.
-        targets: ``[n]`` token ids.
-    """
-    out = torch.empty(targets.shape[0], dtype=torch.float32, device=hidden.device)
-    for s in range(0, targets.shape[0], chunk_tokens):
-        logits = head(hidden[s : s + chunk_tokens]).float()
-        tgt = targets[s : s + chunk_tokens]
-        out[s : s + chunk_tokens] = torch.logsumexp(logits, dim=-1) - logits.gather(1, tgt[:, None]).squeeze(1)
-    return out
 
 
 def _cache_argument(backbone) -> str:
@@ -62,8 +47,8 @@ class TorchScorer:
         model: the causal LM, already on its device and in eval mode.
         max_tokens: padded tokens per forward batch.
         max_batch_size: optional cap on rows per batch.
-        chunk_tokens: response positions per LM-head chunk (default: 128 on CPU; on a GPU up to 4096, fewer
-            for vocabularies over 64k so a chunk's float32 logits stay within 1 GiB).
+        chunk_tokens: response positions per LM-head chunk (default: :func:`profiler.lm_head.chunk_tokens`, the
+            trainer's rule too).
         pad_token_id: id used for padding (its value never matters: padded positions are masked).
     """
 
@@ -84,10 +69,7 @@ class TorchScorer:
         on_gpu = self.device.type != "cpu"
         # CPU caches favour small batches and logit chunks (measured in benchmarks/README.md); GPUs favour big ones.
         self.max_tokens = max_tokens or (16384 if on_gpu else 1024)
-        # On a GPU, chunks of up to 4096 positions but at most 256M logits (1 GiB in float32: 1024 positions at
-        # a 256k vocabulary); CPU caches favour 128.
-        gpu_chunk = max(128, min(4096, 2**28 // model.config.vocab_size))
-        self.chunk_tokens = chunk_tokens or (gpu_chunk if on_gpu else 128)
+        self.chunk_tokens = chunk_tokens or head_chunk_tokens(model, self.device)
         self.max_batch_size = max_batch_size
         self.pad_token_id = pad_token_id
         self.share_prefix = share_prefix
@@ -166,7 +148,7 @@ class TorchScorer:
         h = hidden[:, : ids.shape[1] - 1 - prefix][predict[:, prefix:]]
         targets = ids[:, 1:][predict]
         rows = torch.arange(len(items), device=self.device)[:, None].expand_as(predict)[predict]
-        nll = response_nll(self.head, h, targets, self.chunk_tokens)
+        nll = token_nll(self.head, h, targets, self.chunk_tokens)
         sums = torch.zeros(len(items), dtype=torch.float64, device=self.device).index_add_(0, rows, nll.double())
         counts = predict.sum(dim=1).tolist()
         vectors = [None] * len(items)

@@ -12,8 +12,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from profiler.data import Renderer
 from profiler.data.formats import Example
 from profiler.hf import causal_lm_parts
+from profiler.lm_head import token_nll
 from profiler.scoring import ScoreItem, TorchScorer, token_budget_batches
-from profiler.scoring.torch_backend import response_nll
 from tests.conftest import build_tiny_model
 
 WORDS = [
@@ -128,7 +128,7 @@ def test_head_matches_model_logits_with_softcapping(tmp_path, chat_tokenizer_dir
     h = torch.randn(10, 64)
     tgt = torch.randint(0, logits.shape[-1], (10,))
     full = -torch.log_softmax(head(h).float(), -1).gather(1, tgt[:, None]).squeeze(1)
-    torch.testing.assert_close(response_nll(head, h, tgt, chunk_tokens=3), full, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(token_nll(head, h, tgt, chunk_tokens=3), full, atol=1e-5, rtol=1e-5)
 
 
 def test_token_budget_batches():

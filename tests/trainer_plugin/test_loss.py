@@ -148,10 +148,31 @@ def test_bad_pairs():
         sftmix_loss(model, make_batch([5, 5], [1, 1], 0), make_batch([5], [1], 0), lam=0.5)
 
 
-def test_auto_chunk_follows_the_vocabulary():
-    from trainer_plugin.loss import auto_chunk_tokens
+def test_one_chunk_rule_follows_the_vocabulary_and_the_device():
+    from profiler.lm_head import chunk_tokens
 
-    assert auto_chunk_tokens(256000) == 262  # Gemma: 64M logits per chunk
-    assert auto_chunk_tokens(128256) == 523
-    assert auto_chunk_tokens(49152) == 1024  # capped
-    assert auto_chunk_tokens(10**7) == 128  # floored
+    assert chunk_tokens(256000) == chunk_tokens(256000, "cuda") == 262  # Gemma: 64M logits per chunk
+    assert chunk_tokens(128256) == 523
+    assert chunk_tokens(49152) == 1024  # capped
+    assert chunk_tokens(10**7) == 128  # floored
+    assert chunk_tokens(49152, "cpu") == chunk_tokens(256000, torch.device("cpu")) == 128  # CPU caches
+
+
+def test_the_trainers_eval_nll_is_the_scorers():
+    """Evaluation's per-example response NLL (``row_nll``) and the profiler's scores are one computation: the same
+    sums on the same model, whatever the batching and chunking."""
+    from profiler.scoring import ScoreItem, TorchScorer
+    from trainer_plugin.loss import row_nll
+
+    model = tiny_model("gemma2").eval()
+    batch = make_batch([12, 7, 15, 9], [3, 2, 10, 4], seed=7)
+    items = []
+    for i in range(4):
+        n = int(batch["attention_mask"][i].sum())
+        mask = (batch["labels"][i, :n] != -100).tolist()
+        items.append(ScoreItem(f"e{i}", batch["input_ids"][i, :n].tolist(), mask))
+    scored = {s.example_id: s for b in TorchScorer(model, max_tokens=32).score(items, progress=False) for s in b}
+    nll, counts = row_nll(model, batch, chunk_tokens=5)
+    for i in range(4):
+        assert scored[f"e{i}"].n_tokens == int(counts[i])
+        assert scored[f"e{i}"].nll_sum == pytest.approx(float(nll[i]), rel=1e-5)
