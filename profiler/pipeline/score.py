@@ -21,8 +21,8 @@ from profiler.data.tokens import start_tokens, token_texts
 from profiler.errors import ModelError
 from profiler.ifd import alone_items, ifd_rows
 from profiler.pipeline.prepare import Prepared
-from profiler.scoring.backends import BackendSettings, CheckpointScorer, make_backend
-from profiler.scoring.base import ExampleScore, ScoreItem
+from profiler.scoring.backends import make_backend
+from profiler.scoring.base import BackendSettings, CheckpointScorer, ExampleScore, ScoreItem
 from profiler.table.writer import CheckpointInfo, TableWriter
 
 log = logging.getLogger(__name__)
@@ -33,21 +33,6 @@ log = logging.getLogger(__name__)
 # Ctrl-C writes the group first.
 WRITE_EXAMPLES = 4096
 WRITE_SECONDS = 20.0
-
-
-def backend_settings(cfg: ScoreConfig, prepared: Prepared) -> BackendSettings:
-    return BackendSettings(
-        base_model=cfg.model,
-        device=cfg.device,
-        dtype=cfg.dtype,
-        max_tokens=cfg.max_tokens,
-        max_batch_size=cfg.max_batch_size,
-        pad_token_id=prepared.pad_token_id,
-        progress=cfg.progress,
-        tensor_parallel_size=cfg.tensor_parallel_size,
-        gpu_memory_utilization=cfg.gpu_memory_utilization,
-        ray=cfg.ray,
-    )
 
 
 def keeps_token_scores(mode: str, index: int, n_checkpoints: int) -> bool:
@@ -198,7 +183,8 @@ def score_checkpoints(
     alone = alone_items(items, start_tokens(prepared.tokenizer)) if cfg.ifd else []
     ifd_info = ifd_model_info(cfg.ifd_model) if cfg.ifd and cfg.ifd_model else None
     opened = list(checkpoints) + ([ifd_info] if ifd_info else [])
-    backend = make_backend(cfg.backend, backend_settings(cfg, prepared), opened, items)
+    settings = BackendSettings.of(cfg, pad_token_id=prepared.pad_token_id)
+    backend = make_backend(cfg.backend, settings, opened, items)
     progress = _Progress(stop_after_batches)
     texts = _texts_of(prepared, table.tokenized_ids())
     try:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
 from profiler.errors import SftmixError
-from profiler.scoring.base import ExampleScore, ScoreItem
+from profiler.scoring.base import BackendSettings, CheckpointScorer, ExampleScore, ScoreItem
 
 RAY_HINT = "the Ray path needs Ray Data: pip install 'ray[data]'"
 
@@ -149,3 +150,37 @@ def ray_batches(
             )
             for k, (i, s, n) in enumerate(zip(batch["example_id"], batch["nll_sum"], batch["n_tokens"]))
         ]
+
+
+class RayBackend:
+    """The torch scorer in Ray Data actors across a cluster (``--ray auto|ADDRESS|local``)."""
+
+    name = "ray"
+
+    def __init__(self, settings: BackendSettings):
+        self.s = settings
+
+    @contextmanager
+    def open_checkpoint(self, info: Any, *, embed: bool):
+        s = self.s
+        scorer = CheckpointScorer(
+            lambda items, *, embed, tokens, **_: ray_batches(
+                s.ray,
+                info,
+                items,
+                base=s.model,
+                dtype=s.dtype,
+                max_tokens=s.max_tokens,
+                pad_token_id=s.pad_token_id,
+                embed=embed,
+                tokens=tokens,
+            ),
+            embed=embed,
+        )
+        try:
+            yield scorer
+        finally:
+            scorer.release()
+
+    def close(self) -> None:
+        return None

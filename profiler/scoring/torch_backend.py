@@ -6,7 +6,10 @@ prefix shared by a whole batch (a chat template's system prompt, say) is run onc
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,7 +18,7 @@ from tqdm.auto import tqdm
 from profiler.data.items import item_lengths
 from profiler.hf import causal_lm_parts
 from profiler.lm_head import head_chunk_tokens, token_nll
-from profiler.scoring.base import ExampleScore, ScoreItem
+from profiler.scoring.base import BackendSettings, CheckpointScorer, ExampleScore, ScoreItem
 from profiler.scoring.batching import token_budget_batches
 
 
@@ -180,3 +183,47 @@ class TorchScorer:
                 chunk = [items[i] for i in batch]
                 yield self.score_batch(chunk, embed, tokens)
                 bar.update(sum(lengths[i] for i in batch))
+
+
+class TorchBackend:
+    """The batched torch scorer; adapter checkpoints are applied in turn to one loaded base model."""
+
+    name = "torch"
+
+    def __init__(self, settings: BackendSettings):
+        self.s = settings
+        self.device, self.dtype = settings.torch_device, settings.torch_dtype
+        self._base = None
+
+    @contextmanager
+    def open_checkpoint(self, info: Any, *, embed: bool):
+        from profiler.hf import apply_adapter, load_causal_lm
+
+        if info.kind == "adapter":
+            if self._base is None:
+                self._base = load_causal_lm(self.s.model, device=self.device, dtype=self.dtype)
+            model = apply_adapter(self._base, info.path)
+        else:
+            model = load_causal_lm(info.path, device=self.device, dtype=self.dtype, base=self.s.model)
+        scorer = CheckpointScorer(
+            TorchScorer(
+                model,
+                max_tokens=self.s.max_tokens,
+                max_batch_size=self.s.max_batch_size,
+                pad_token_id=self.s.pad_token_id,
+            ).score,
+            progress=self.s.progress,
+            embed=embed,
+        )
+        try:
+            yield scorer
+        finally:
+            scorer.release()
+            if info.kind == "adapter":
+                self._base = model.unload()  # removes the LoRA layers, leaving the base model as loaded
+            del model
+            gc.collect()
+
+    def close(self) -> None:
+        self._base = None
+        gc.collect()

