@@ -596,12 +596,12 @@ def child_merge_parts(args) -> dict:
     prepared = prepare_data(cfg)
     for k in range(8):
         part_cfg = replace(cfg, shard=f"{k}/8", out=str(part_path(cfg.out, k, 8)))
-        with open_run(part_cfg, prepared) as table:
+        with open_run(part_cfg, prepared.for_shard(part_cfg.shard)) as table:  # as a shard's run: its rows only
             table.set_meta({"shard": {"index": k, "count": 8}, "shard_complete": False})
             write_synthetic_scores(table, ok_examples(table, (k, 8)), args.max_tokens, args.seed + k)
             mark_stages(table, "data", "score")
             table.set_meta({"shard_complete": True})
-    how = "one prepare_data, then per shard open_run and synthetic scores of its examples"
+    how = "one prepare_data, then per shard open_run of its rows and synthetic scores of its examples"
     parts = sum(disk_bytes(part_path(cfg.out, k, 8)) for k in range(8))
     return {"setup_s": time.perf_counter() - t, "how": how, "parts_bytes": parts}
 
