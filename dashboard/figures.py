@@ -1,12 +1,15 @@
 """Plotly figures for the dashboard: pure functions from (already aggregated or sampled) frames to figures.
 
-Scatters use WebGL (``Scattergl``) so tens of thousands of points stay interactive.
+Scatters use WebGL (``Scattergl``) so tens of thousands of points stay interactive. A map draws every example as a
+density layer (a heatmap of the counts per cell that DuckDB aggregated, :func:`density_layer`) under a sample of
+points, which carry the hover and the click.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import plotly.colors as pc
 import plotly.graph_objects as go
 import polars as pl
@@ -147,23 +150,25 @@ def scatter(
         prompts = [_wrap(p) for p in frame["prompt"].to_list()]
         regions = frame["region"].to_list() if "region" in frame.columns else [""] * frame.height
         ifds = frame["ifd"].to_list() if "ifd" in frame.columns else [None] * frame.height
-        return list(
-            zip(
-                frame["example_id"].to_list(),
-                frame["source"].to_list(),
-                [None if c is None else -c for c in frame["confidence"].to_list()],
-                prompts,
-                [r or "" for r in regions],
-                ["" if v is None else f" · IFD {v:.3g}" for v in ifds],
-            )
+        rows = zip(
+            frame["example_id"].to_list(),
+            frame["source"].to_list(),
+            [None if c is None else -c for c in frame["confidence"].to_list()],
+            prompts,
+            [r or "" for r in regions],
+            ["" if v is None else f" · IFD {v:.3g}" for v in ifds],
         )
+        # An array, not a list of tuples: plotly checks a list element by element (a second for 5,000 points).
+        out = np.empty((frame.height, 6), dtype=object)
+        out[:] = list(rows) if frame.height else np.empty((0, 6), dtype=object)
+        return out
 
     def markers(frame: pl.DataFrame, name: str, **marker) -> None:
         """One trace of ``frame``'s points with this hover."""
         fig.add_trace(
             go.Scattergl(
-                x=frame[x].to_list(),
-                y=frame[y].to_list(),
+                x=frame[x].to_numpy(),
+                y=frame[y].to_numpy(),
                 mode="markers",
                 name=name,
                 marker=marker,
@@ -205,11 +210,18 @@ def projection_name(projection: dict | None) -> str:
     return str((projection or {}).get("method") or "umap").upper()
 
 
-def semantic_map(points: pl.DataFrame, *, color: str = "split", projection: dict | None = None) -> go.Figure:
+def semantic_map(
+    points: pl.DataFrame,
+    *,
+    color: str = "split",
+    projection: dict | None = None,
+    density: go.Heatmap | None = None,
+) -> go.Figure:
     """The 2-D projection of the examples' embeddings (:func:`scatter` of ``umap_x``, ``umap_y``), its axes named
-    after the projection stored in the table's meta ("UMAP 1", "UMAP 2"; "PCA 1", "PCA 2")."""
+    after the projection stored in the table's meta ("UMAP 1", "UMAP 2"; "PCA 1", "PCA 2"), over the density layer
+    of every example where given (:func:`density_layer`)."""
     method = projection_name(projection)
-    return scatter(
+    fig = scatter(
         points,
         x="umap_x",
         y="umap_y",
@@ -218,6 +230,7 @@ def semantic_map(points: pl.DataFrame, *, color: str = "split", projection: dict
         x_title=f"{method} 1",
         y_title=f"{method} 2",
     )
+    return with_density(fig, density)
 
 
 IFD_COLORSCALE = "Viridis"
@@ -257,12 +270,139 @@ def _ifd_traces(points: pl.DataFrame, markers) -> None:
         markers(rest, "no IFD", color="#9e9e9e", size=5, opacity=0.6)
 
 
+DENSITY_COLORS = ("count", "as the points")  # what a map's density cells are coloured by
+_SPLIT_SCALE = [[0.0, SPLIT_COLORS["unconfident"]], [0.5, "#f2f2f2"], [1.0, SPLIT_COLORS["confident"]]]
+_COUNT_SCALE = [[0.0, "#e8e8e8"], [1.0, "#303030"]]
+
+
+def _discrete_scale(colors: list[str]) -> list[list]:
+    """A colour scale that gives the integer ``i`` (of ``len(colors)``, zmin 0, zmax ``len - 1``) colour ``i``."""
+    n = len(colors)
+    if n == 1:
+        return [[0.0, colors[0]], [1.0, colors[0]]]
+    scale = []
+    for i, c in enumerate(colors):
+        scale += [[max(0.0, (i - 0.5) / (n - 1)), c], [min(1.0, (i + 0.5) / (n - 1)), c]]
+    return scale
+
+
+def density_layer(
+    cells: pl.DataFrame,
+    extent: tuple[float, float, float, float],
+    cells_per_axis: int,
+    *,
+    color: str = "count",
+    sources: list[str] | None = None,
+    opacity: float = 0.75,
+) -> go.Heatmap:
+    """Every example of a map as a heatmap of its cells (:func:`dashboard.queries.density`): coloured by the
+    examples per cell (``count``, log scale, grey), or by what the points are coloured by: the mean log10 mean
+    perplexity (``confidence``), the share confident (``split``), the most frequent region or source, the mean log10
+    IFD (``ifd``). The hover gives the cell's examples. Only the rows and columns of cells that hold examples are
+    sent."""
+    x0, x1, y0, y1 = extent
+    w, h = (x1 - x0) / cells_per_axis or 1.0, (y1 - y0) / cells_per_axis or 1.0
+    if cells.is_empty():
+        return go.Heatmap(z=[[None]], x=[x0], y=[y0], showscale=False, name="density", hoverinfo="skip")
+    ix, iy = cells["ix"].to_numpy(), cells["iy"].to_numpy()
+    lo_x, lo_y = int(ix.min()), int(iy.min())
+    shape = (int(iy.max()) - lo_y + 1, int(ix.max()) - lo_x + 1)
+    counts = cells["count"].to_numpy()
+
+    def grid(values, fill=np.nan):
+        z = np.full(shape, fill, dtype=object if fill is None else float)
+        z[iy - lo_y, ix - lo_x] = values
+        return z
+
+    args: dict = {}
+    label = ""
+    if color == "confidence":
+        z, label = grid(cells["mean_log_ppl"].to_numpy()), "mean log10 perplexity %{z:.2f}"
+        args = dict(colorscale="RdBu_r", colorbar=dict(title="log10 mean ppl", x=1.08))
+    elif color == "split":
+        z, label = grid(cells["share_confident"].to_numpy()), "%{z:.0%} confident"
+        args = dict(colorscale=_SPLIT_SCALE, zmin=0.0, zmax=1.0, colorbar=dict(title="share confident", x=1.08))
+    elif color == "region":
+        regions = list(REGION_COLORS)
+        which = np.argmax(cells.select("easy", "ambiguous", "hard").to_numpy(), axis=1).astype(float)
+        z = grid(which)
+        label = "mostly %{text}"
+        args = dict(colorscale=_discrete_scale(list(REGION_COLORS.values())), zmin=0, zmax=2, showscale=False)
+        args["text"] = grid(np.array(regions, dtype=object)[which.astype(int)], fill=None)
+    elif color == "source":
+        names = sources or sorted(set(cells["source"].drop_nulls().to_list()))
+        palette = source_colors(names)
+        index = {n: i for i, n in enumerate(names)}
+        z = grid(np.array([index.get(v, 0) for v in cells["source"].to_list()], dtype=float))
+        label = "mostly %{text}"
+        args = dict(colorscale=_discrete_scale(list(palette.values())), zmin=0, zmax=max(len(names) - 1, 1))
+        args.update(showscale=False, text=grid(np.array(cells["source"].to_list(), dtype=object), fill=None))
+    elif color == "ifd":
+        logs = cells["mean_log_ifd"].to_numpy().astype(float)
+        z, label = grid(logs), "mean log10 IFD %{z:.2f}"
+        axis = ifd_color_axis([10**v for v in logs if not math.isnan(v)])
+        args = dict(colorscale=axis["colorscale"], zmin=axis["cmin"], zmax=axis["cmax"])
+        if "colorbar" in axis:
+            args["colorbar"] = dict(axis["colorbar"], x=1.08)
+    else:  # count, on a log scale
+        z = grid(np.log10(counts.astype(float)))
+        top = max(float(np.log10(counts.max())), 1.0)
+        ticks = list(range(0, math.floor(top) + 1))
+        args = dict(
+            colorscale=_COUNT_SCALE,
+            zmin=0.0,
+            zmax=top,
+            colorbar=dict(title="examples per cell", tickvals=ticks, ticktext=[f"{10**t:,}" for t in ticks], x=1.08),
+        )
+    hover = "%{customdata:,.0f} examples" + (f" · {label}" if label else "") + "<extra>density</extra>"
+    return go.Heatmap(
+        z=z,
+        x=x0 + (np.arange(lo_x, lo_x + shape[1]) + 0.5) * w,
+        y=y0 + (np.arange(lo_y, lo_y + shape[0]) + 0.5) * h,
+        customdata=grid(counts.astype(float)),
+        hovertemplate=hover,
+        name="density",
+        opacity=opacity,
+        hoverongaps=False,
+        **args,
+    )
+
+
+def with_density(fig: go.Figure, layer: go.Heatmap | None) -> go.Figure:
+    """``fig`` with the density layer under its points (the first trace)."""
+    if layer is None:
+        return fig
+    fig.add_trace(layer)
+    fig.data = (fig.data[-1], *fig.data[:-1])
+    return fig
+
+
+def shape_outline(fig: go.Figure, shape) -> go.Figure:
+    """``fig`` with the outline of a selection drawn on it (a :class:`dashboard.queries.Shape` of that map)."""
+    for kind, xs, ys in shape.parts:
+        if kind == "box":
+            xs, ys = (xs[0], xs[1], xs[1], xs[0]), (ys[0], ys[0], ys[1], ys[1])
+        fig.add_trace(
+            go.Scatter(
+                x=[*xs, xs[0]],
+                y=[*ys, ys[0]],
+                mode="lines",
+                line=dict(color="black", width=2, dash="dash"),
+                name="selection",
+                hoverinfo="skip",
+            )
+        )
+    return fig
+
+
 def data_map(
     points: pl.DataFrame,
     *,
     color: str = "region",
     median: float | None = None,
     ambiguous_from: float | None = None,
+    density: go.Heatmap | None = None,
+    extent: tuple[float, float, float, float] | None = None,
 ) -> go.Figure:
     """The cartography data map on readable scales: relative variability (x) against log10 mean perplexity (y,
     reversed so that confident examples are at the top), colored by region or split, with the median split (a
@@ -271,8 +411,11 @@ def data_map(
     Args:
         points: :func:`dashboard.queries.sample_points` (with ``log_ppl`` and ``rel_variability``).
         median, ambiguous_from: from :func:`dashboard.queries.scale_marks`.
+        density: the layer of every example (:func:`density_layer`), drawn under the points.
+        extent: the map's extent over the whole table (:func:`dashboard.queries.map_extent`).
 
-    Each axis's range is set from the points (all of them, padded by 3%), so every point shows.
+    Each axis's range is set from the extent where given, else from the points (all of them), padded by 3%, so
+    every point and cell shows.
     """
     fig = scatter(
         points,
@@ -283,10 +426,18 @@ def data_map(
         x_title=REL_VAR_TITLE,
         y_title="log10 mean perplexity (up: more confident)",
     )
-    if points.is_empty():
+    with_density(fig, density)
+    if points.is_empty() and extent is None:
         return fig
-    x_lo, x_hi = _padded(float(points["rel_variability"].min()), float(points["rel_variability"].max()))
-    y_lo, y_hi = _padded(float(points["log_ppl"].min()), float(points["log_ppl"].max()))
+    if extent is None:
+        extent = (
+            float(points["rel_variability"].min()),
+            float(points["rel_variability"].max()),
+            float(points["log_ppl"].min()),
+            float(points["log_ppl"].max()),
+        )
+    x_lo, x_hi = _padded(extent[0], extent[1])
+    y_lo, y_hi = _padded(extent[2], extent[3])
     fig.update_xaxes(range=[x_lo, x_hi])
     fig.update_yaxes(range=[y_hi, y_lo], **_tick_args(y_lo, y_hi))  # reversed: low perplexity at the top
     if median is not None:
@@ -467,7 +618,16 @@ def agreement_heatmap(agreement: dict[str, dict[str, int]], a: str, b: str) -> g
     return _layout(fig, f"Split agreement (A = {a}, B = {b})", "", "")
 
 
-def compare_scatter(joined: pl.DataFrame, a: str, b: str) -> go.Figure:
+def compare_scatter(
+    joined: pl.DataFrame,
+    a: str,
+    b: str,
+    density: go.Heatmap | None = None,
+    extent: tuple[float, float, float, float] | None = None,
+) -> go.Figure:
+    """The mean perplexity of the common examples under each reference, on the log10 scale (as the data map: a few
+    outliers would squeeze the rest into a corner), the examples whose split differs in orange; over the density
+    of every common example where given (:func:`density_layer`)."""
     fig = go.Figure()
     agree = joined["split_a"] == joined["split_b"]
     for name, part, color in (
@@ -478,17 +638,36 @@ def compare_scatter(joined: pl.DataFrame, a: str, b: str) -> go.Figure:
             continue
         fig.add_trace(
             go.Scattergl(
-                x=part["confidence_a"].to_list(),
-                y=part["confidence_b"].to_list(),
+                x=(-part["confidence_a"]).log10().to_list(),
+                y=(-part["confidence_b"]).log10().to_list(),
                 mode="markers",
                 name=name,
                 marker=dict(color=color, size=5, opacity=0.7),
-                customdata=list(zip(part["example_id"].to_list(), [_wrap(p or "") for p in part["prompt"].to_list()])),
-                hovertemplate="<b>%{customdata[0]}</b><br>%{customdata[1]}<extra></extra>",
+                customdata=list(
+                    zip(
+                        part["example_id"].to_list(),
+                        [_wrap(p or "") for p in part["prompt"].to_list()],
+                        (-part["confidence_a"]).to_list(),
+                        (-part["confidence_b"]).to_list(),
+                    )
+                ),
+                hovertemplate="<b>%{customdata[0]}</b><br>mean perplexity A %{customdata[2]:.4g} · B "
+                "%{customdata[3]:.4g}<br>%{customdata[1]}<extra></extra>",
             )
         )
+    with_density(fig, density)
     fig.update_layout(height=550)
-    return _layout(fig, "Confidence under each reference", f"A: {a}", f"B: {b}")
+    if extent is not None:
+        x_lo, x_hi = _padded(extent[0], extent[1])
+        y_lo, y_hi = _padded(extent[2], extent[3])
+        fig.update_xaxes(range=[x_lo, x_hi], **_tick_args(x_lo, x_hi))
+        fig.update_yaxes(range=[y_lo, y_hi], **_tick_args(y_lo, y_hi))
+    return _layout(
+        fig,
+        "Mean perplexity under each reference, log scale (ticks show the perplexity)",
+        f"A: {a}, log10 mean perplexity",
+        f"B: {b}, log10 mean perplexity",
+    )
 
 
 def hard_token_bars(tokens: pl.DataFrame) -> go.Figure:

@@ -4,6 +4,11 @@ They query only the read views that :mod:`profiler.table.schema` defines (``exam
 ``token_view``, ``checkpoint_view``, ``meta_view``), which the reader creates on each cursor it hands out
 (:meth:`profiler.table.ConfidenceTable.cursor`). Aggregation and sampling happen in DuckDB, so a page costs the
 same for 1k or 1M examples. Every value a user types reaches DuckDB as a parameter, never as SQL text.
+
+What the pages read of every example (:data:`CACHED`: the examples without their text, with the readable scales and
+their map cells; the dynamics' bins; the token-score checkpoints) is kept once per table by
+:mod:`dashboard.cache` in the ``sftmix_cache`` database of the reader's connection; on a cursor without it the
+same queries read the views (:func:`relation`), with the same results.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -32,6 +38,178 @@ LOG_PPL = "log10(-confidence)"
 REL_VAR = "variability / -confidence"
 
 SORTABLE = ("rank", "confidence", "variability", "mean_nll", "ifd", "row_index", "n_response_tokens", "source")
+
+# The maps' coordinates, as columns of the points relation (:data:`CACHED`) and as expressions over example_view.
+MAP_SPACES = {"data_map": ("rel_variability", "log_ppl"), "semantic_map": ("umap_x", "umap_y")}
+_SPACE_SQL = {"data_map": (REL_VAR, LOG_PPL), "semantic_map": ("umap_x", "umap_y")}
+MAP_NAMES = {"data_map": "data map", "semantic_map": "semantic map"}
+GRID = 256  # map cells per axis at the finest resolution (each map's extent, over the whole table)
+GRID_STEPS = (1, 2, 4)  # cells merged per axis: resolutions of 256, 128 and 64 cells
+
+CACHE = "sftmix_cache"  # the attached in-memory database of dashboard.cache
+
+
+def _cell(value: str, lo: str, hi: str) -> str:
+    """SQL: the map cell (0 to GRID - 1) of ``value`` on an axis from ``lo`` to ``hi`` (expressions chosen by code)."""
+    return f"least(CAST(floor(({value} - {lo}) / greatest({hi} - {lo}, 1e-12) * {GRID}) AS INTEGER), {GRID - 1})"
+
+
+HOVER_CHARS = 120  # of the prompt, in a point's hover
+
+# What the pages read, once per table (dashboard.cache keeps each as a table or view of the sftmix_cache database).
+# ``points``: every example without its text but the start of its prompt (one row each, as example_view), with the
+# readable scales, a seeded sample key (the rows are in its order, so a sample reads the first few row groups) and
+# its cell on each map (dm_ix/dm_iy, sm_ix/sm_iy: GRID cells over the whole table's extent).
+CACHED = {
+    "points": f"""
+        WITH v AS (
+            SELECT example_id, row_index, source, status, split, region, confidence, mean_nll, variability,
+                   quantile_bin, rank, umap_x, umap_y, ifd, n_response_tokens, {LOG_PPL} AS log_ppl,
+                   {REL_VAR} AS rel_variability, hash(example_id, 0) AS sample_key,
+                   left(coalesce(prompt, ''), {HOVER_CHARS}) AS prompt
+            FROM example_view
+        ),
+        e AS (
+            SELECT min(rel_variability) AS x0, max(rel_variability) AS x1, min(log_ppl) AS y0, max(log_ppl) AS y1,
+                   min(umap_x) AS u0, max(umap_x) AS u1, min(umap_y) AS w0, max(umap_y) AS w1
+            FROM v
+        )
+        SELECT v.*, {_cell("rel_variability", "x0", "x1")} AS dm_ix, {_cell("log_ppl", "y0", "y1")} AS dm_iy,
+               {_cell("umap_x", "u0", "u1")} AS sm_ix, {_cell("umap_y", "w0", "w1")} AS sm_iy
+        FROM v, e
+        ORDER BY sample_key
+    """,
+    "deciles": """
+        SELECT quantile_bin, checkpoint_id, step, fraction, count(*) AS examples,
+               median(perplexity) AS median_ppl, quantile_cont(perplexity, 0.25) AS q25,
+               quantile_cont(perplexity, 0.75) AS q75
+        FROM score_view WHERE quantile_bin IS NOT NULL
+        GROUP BY ALL
+    """,
+    "token_checkpoints": "SELECT checkpoint_id, step, fraction, count(*) AS examples FROM token_view GROUP BY ALL",
+}
+
+
+def cached(con: duckdb.DuckDBPyConnection) -> set[str]:
+    """The parts of :data:`CACHED` that ``con`` sees in the ``sftmix_cache`` database."""
+    rows = con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = ? "
+        "UNION ALL SELECT view_name FROM duckdb_views() WHERE database_name = ?",
+        [CACHE, CACHE],
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+def relation(con: duckdb.DuckDBPyConnection, part: str) -> str:
+    """The relation to read a part of :data:`CACHED` from: its cached table where ``con`` has it, else its query."""
+    return f"{CACHE}.{part}" if part in cached(con) else f"({CACHED[part]})"
+
+
+def _points(con: duckdb.DuckDBPyConnection) -> tuple[str, bool]:
+    """The points relation (:data:`CACHED`: cached, or its query) and True: a :meth:`Filter.where` over it reads
+    the points' columns (``on_points``)."""
+    return relation(con, "points"), True
+
+
+def _edges(xs: tuple[float, ...], ys: tuple[float, ...]) -> tuple[dict[str, list], float, float, int]:
+    """A polygon's edges that are not horizontal (the last vertex joins the first), listed once per horizontal band
+    of its bounding box that they reach (and the bands either side, against rounding): the columns ``band``,
+    ``ya``, ``yb`` (the edge's ends' y), ``xa`` (its first end's x) and ``slope`` (dx / dy); the first band's
+    y, the bands' height and their number."""
+    n = len(xs)
+    ends = [(xs[i], ys[i], xs[(i + 1) % n], ys[(i + 1) % n]) for i in range(n)]
+    ends = [e for e in ends if e[1] != e[3]]
+    bands = max(16, min(1024, len(ends)))
+    y0 = min(ys)
+    height = (max(ys) - y0) / bands or 1.0
+    cols: dict[str, list] = {"band": [], "ya": [], "yb": [], "xa": [], "slope": []}
+    for ax, ay, bx, by in ends:
+        first = int((min(ay, by) - y0) / height) - 1
+        last = int((max(ay, by) - y0) / height) + 1
+        for b in range(max(first, 0), min(last, bands - 1) + 1):
+            cols["band"].append(b)
+            cols["ya"].append(ay)
+            cols["yb"].append(by)
+            cols["xa"].append(ax)
+            cols["slope"].append((bx - ax) / (by - ay))
+    return cols, y0, height, bands
+
+
+def polygon_sql(rel: str, x: str, y: str, xs: tuple[float, ...], ys: tuple[float, ...]) -> tuple[str, list[Any]]:
+    """SQL true for the rows of ``rel`` whose point (``x``, ``y``) lies inside the polygon of vertices
+    (``xs[i]``, ``ys[i]``) (closed: the last joins the first), and its parameters (the polygon's numbers).
+
+    The even-odd rule by ray casting: a point is inside when a ray from it to the right crosses an odd number of
+    edges, an edge (a, b) being crossed where ``(y < a.y) <> (y < b.y)`` and ``x < a.x + (y - a.y) * (b.x - a.x) /
+    (b.y - a.y)``. Only the edges that reach a point's horizontal band are tested against it (a join on the band),
+    so a lasso of a thousand vertices costs about what a square does; the crossings are counted per ``row_index``
+    (unique per example). ``rel``, ``x`` and ``y`` are chosen by code.
+    """
+    cols, y0, height, bands = _edges(xs, ys)
+    if not cols["band"]:
+        return "FALSE", []
+    box = [float(min(xs)), float(max(xs)), float(min(ys)), float(max(ys))]
+    sql = f"""row_index IN (
+        SELECT p.row_index FROM {rel} p
+        JOIN (SELECT unnest(?::INTEGER[]) AS band, unnest(?::DOUBLE[]) AS ya, unnest(?::DOUBLE[]) AS yb,
+                     unnest(?::DOUBLE[]) AS xa, unnest(?::DOUBLE[]) AS slope) e
+          ON least(CAST(floor((p.{y} - ?) / ?) AS INTEGER), {bands - 1}) = e.band
+        WHERE p.{x} BETWEEN ? AND ? AND p.{y} BETWEEN ? AND ?
+          AND (p.{y} < e.ya) <> (p.{y} < e.yb) AND p.{x} < e.xa + (p.{y} - e.ya) * e.slope
+        GROUP BY p.row_index HAVING count(*) % 2 = 1)"""
+    params = [cols["band"], cols["ya"], cols["yb"], cols["xa"], cols["slope"], float(y0), float(height), *box]
+    return sql, params
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A selection drawn on a map: every example inside one of its parts (a box or a lasso), chosen in SQL on the
+    examples' coordinates, not only among the points drawn.
+
+    ``space`` is the map (a key of :data:`MAP_SPACES`); ``parts`` holds ``(kind, xs, ys)`` per box or lasso: a box's
+    ``xs`` and ``ys`` are its two corners' x and y, a lasso's its vertices.
+    """
+
+    space: str
+    parts: tuple[tuple[str, tuple[float, ...], tuple[float, ...]], ...]
+
+    @classmethod
+    def from_selection(cls, space: str, selection: dict | None) -> Shape | None:
+        """The shape of a Streamlit plotly selection (its ``box`` and ``lasso`` lists, in data coordinates); None
+        without one."""
+        if space not in MAP_SPACES or not selection:
+            return None
+        parts = []
+        for kind in ("box", "lasso"):
+            for item in selection.get(kind) or []:
+                xs, ys = tuple(float(v) for v in item.get("x") or ()), tuple(float(v) for v in item.get("y") or ())
+                if len(xs) == len(ys) and len(xs) >= (2 if kind == "box" else 3):
+                    parts.append((kind, xs, ys))
+        return cls(space, tuple(parts)) if parts else None
+
+    def describe(self) -> str:
+        kinds = {k for k, _, _ in self.parts}
+        what = "box" if kinds == {"box"} else "lasso" if kinds == {"lasso"} else "shapes"
+        return f"{what} on the {MAP_NAMES[self.space]}"
+
+    def where(self, rel: str, on_points: bool) -> tuple[str, list[Any]]:
+        """SQL over ``rel``, the points relation (``on_points``) or example_view, and its parameters."""
+        x, y = MAP_SPACES[self.space]
+        if not on_points:  # the coordinates are expressions over example_view
+            sx, sy = _SPACE_SQL[self.space]
+            rel = f"(SELECT row_index, {sx} AS {x}, {sy} AS {y} FROM example_view)"
+        parts, params = [], []
+        for kind, xs, ys in self.parts:
+            if kind == "box":
+                cx, cy = (x, y) if on_points else _SPACE_SQL[self.space]
+                parts.append(f"(({cx}) BETWEEN ? AND ? AND ({cy}) BETWEEN ? AND ?)")
+                params += [min(xs), max(xs), min(ys), max(ys)]
+            else:
+                sql, more = polygon_sql(rel, x, y, xs, ys)
+                parts.append(f"({sql})")
+                params += more
+        return "(" + " OR ".join(parts) + ")", params
+
 
 # Tokens are grouped (hard tokens) and matched (the token filter) by their text with leading and trailing whitespace
 # trimmed, so " the" and "the" are one token; a token of whitespace alone keeps it, shown visibly (see token_key).
@@ -97,9 +275,10 @@ class Filter:
     Empty tuples mean "any". ``conf_min``/``conf_max`` bound the confidence (minus mean perplexity; the sidebar
     sets them from a log-perplexity range). ``ifd_min``/``ifd_max`` bound the IFD (examples without one drop out
     when either is set). ``search`` matches the prompt or response (case-insensitive substring) or an exact id;
-    ``ids`` is a selection (from the semantic map, say); ``token`` keeps the examples whose response holds that
-    token (a :func:`token_key`, chosen on the hard-tokens page): those holding one of ``token_texts``, the token
-    texts of that key (:func:`token_texts`), at the last checkpoint with token scores.
+    ``ids`` is a list of example ids; ``shape`` a box or lasso drawn on a map (:class:`Shape`); ``token`` keeps the
+    examples whose response holds that token (a :func:`token_key`, chosen on the hard-tokens page): those holding
+    one of ``token_texts``, the token texts of that key (:func:`token_texts`), at the last checkpoint with token
+    scores.
     """
 
     splits: tuple[str, ...] = ()
@@ -114,9 +293,11 @@ class Filter:
     ifd_max: float | None = None
     token: str = ""
     token_texts: tuple[str, ...] = ()
+    shape: Shape | None = None
 
-    def where(self) -> tuple[str, list[Any]]:
-        """A WHERE clause over ``example_view``'s columns and its parameters."""
+    def where(self, rel: str = "example_view", on_points: bool = False) -> tuple[str, list[Any]]:
+        """A WHERE clause over ``example_view``'s columns (or, ``on_points``, those of the points relation ``rel``,
+        :data:`CACHED`, where the text search reads example_view) and its parameters."""
         parts, params = ["TRUE"], []
         if self.splits:
             parts.append("list_contains(?::VARCHAR[], split)")
@@ -137,13 +318,14 @@ class Filter:
             parts.append("confidence <= ?")
             params.append(float(self.conf_max))
         if self.search:
-            parts.append(
+            text = (
                 "(contains(lower(coalesce(prompt, '')), lower(?)) OR contains(lower(coalesce(response, '')), lower(?))"
                 " OR example_id = ?)"
             )
+            parts.append(f"example_id IN (SELECT example_id FROM example_view WHERE {text})" if on_points else text)
             params += [self.search, self.search, self.search]
         if self.ids is not None:
-            parts.append("list_contains(?::VARCHAR[], example_id)")
+            parts.append("example_id IN (SELECT unnest(?::VARCHAR[]))")
             params.append(list(self.ids))
         if self.ifd_min is not None:
             parts.append("ifd >= ?")
@@ -157,6 +339,10 @@ class Filter:
                 f"WHERE checkpoint_id = {_last_token_checkpoint()}) WHERE list_contains(?::VARCHAR[], tok))"
             )
             params.append(list(self.token_texts))
+        if self.shape is not None:
+            sql, more = self.shape.where(rel, on_points)
+            parts.append(sql)
+            params += more
         return " AND ".join(parts), params
 
 
@@ -171,17 +357,16 @@ def meta(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
 def overview(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     """Counts for the overview page."""
     m = meta(con)
+    rel, _ = _points(con)
     examples, scored, confident, unconfident, embedded, lo, med, hi, n_ifd, ifd_lo, ifd_med, ifd_hi = con.execute(
-        """
+        f"""
         SELECT count(*), count(confidence), count(*) FILTER (WHERE split = 'confident'),
                count(*) FILTER (WHERE split = 'unconfident'), count(umap_x), min(confidence), median(confidence),
                max(confidence), count(ifd), min(ifd), median(ifd), max(ifd)
-        FROM example_view
+        FROM {rel}
         """
     ).fetchone()
-    regions = dict(
-        con.execute("SELECT region, count(*) FROM example_view WHERE region IS NOT NULL GROUP BY 1").fetchall()
-    )
+    regions = dict(con.execute(f"SELECT region, count(*) FROM {rel} WHERE region IS NOT NULL GROUP BY 1").fetchall())
     return {
         "examples": examples,
         "scored": scored,
@@ -210,7 +395,8 @@ def overview(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
 
 
 def status_counts(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
-    return fetch_frame(con, "SELECT status, count(*) AS examples FROM example_view GROUP BY 1 ORDER BY 2 DESC, 1")
+    rel, _ = _points(con)
+    return fetch_frame(con, f"SELECT status, count(*) AS examples FROM {rel} GROUP BY 1 ORDER BY 2 DESC, 1")
 
 
 def confidence_histogram(con: duckdb.DuckDBPyConnection, bins: int = 60) -> pl.DataFrame:
@@ -219,7 +405,8 @@ def confidence_histogram(con: duckdb.DuckDBPyConnection, bins: int = 60) -> pl.D
     Columns ``lo``, ``hi`` (the bin's edges, in log10 perplexity), ``split``, ``count``. Equal widths on the log
     scale, from the lowest to the highest mean perplexity.
     """
-    lo, hi = con.execute(f"SELECT min({LOG_PPL}), max({LOG_PPL}) FROM example_view").fetchone()
+    rel, _ = _points(con)
+    lo, hi = con.execute(f"SELECT min(log_ppl), max(log_ppl) FROM {rel}").fetchone()
     if lo is None:
         return pl.DataFrame(schema={"lo": pl.Float64, "hi": pl.Float64, "split": pl.Utf8, "count": pl.Int64})
     width = (hi - lo) / bins if hi > lo else 1.0
@@ -227,7 +414,7 @@ def confidence_histogram(con: duckdb.DuckDBPyConnection, bins: int = 60) -> pl.D
         con,
         f"""
         SELECT ? + b * ? AS lo, ? + (b + 1) * ? AS hi, split, count(*) AS count
-        FROM (SELECT least(CAST(floor(({LOG_PPL} - ?) / ?) AS BIGINT), ? - 1) AS b, split FROM example_view
+        FROM (SELECT least(CAST(floor((log_ppl - ?) / ?) AS BIGINT), ? - 1) AS b, split FROM {rel}
               WHERE confidence IS NOT NULL)
         GROUP BY b, split ORDER BY b, split
         """,
@@ -242,15 +429,15 @@ def scale_marks(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     the neighbouring examples), ascending. ``ambiguous_from``: the relative variability above which examples are
     ``ambiguous`` (midway between the last ambiguous and the first other one); None without ambiguous examples.
     """
-    med = _scalar(con, "SELECT median(confidence) FROM example_view")
+    rel, _ = _points(con)
+    med = _scalar(con, f"SELECT median(confidence) FROM {rel}")
     bins = con.execute(
-        f"SELECT min({LOG_PPL}), max({LOG_PPL}) FROM example_view WHERE quantile_bin IS NOT NULL "
-        "GROUP BY quantile_bin ORDER BY 1"
+        f"SELECT min(log_ppl), max(log_ppl) FROM {rel} WHERE quantile_bin IS NOT NULL GROUP BY quantile_bin ORDER BY 1"
     ).fetchall()
     edges = [(a_hi + b_lo) / 2 for (_, a_hi), (b_lo, _) in zip(bins, bins[1:])]
     amb_lo, rest_hi = con.execute(
-        f"SELECT min({REL_VAR}) FILTER (WHERE region = 'ambiguous'), "
-        f"max({REL_VAR}) FILTER (WHERE region <> 'ambiguous') FROM example_view"
+        "SELECT min(rel_variability) FILTER (WHERE region = 'ambiguous'), "
+        f"max(rel_variability) FILTER (WHERE region <> 'ambiguous') FROM {rel}"
     ).fetchone()
     ambiguous_from = None if amb_lo is None else (amb_lo if rest_hi is None else (amb_lo + rest_hi) / 2)
     return {
@@ -262,16 +449,17 @@ def scale_marks(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
 
 def source_breakdown(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     """Per source: examples, scored, split sizes, share confident, median confidence."""
+    rel, _ = _points(con)
     return fetch_frame(
         con,
-        """
+        f"""
         SELECT source, count(*) AS examples, count(confidence) AS scored,
                count(*) FILTER (WHERE split = 'confident') AS confident,
                count(*) FILTER (WHERE split = 'unconfident') AS unconfident,
                round(count(*) FILTER (WHERE split = 'confident') / greatest(count(confidence), 1), 4)
                    AS share_confident,
                median(confidence) AS median_confidence
-        FROM example_view
+        FROM {rel}
         GROUP BY 1 ORDER BY 1
         """,
     )
@@ -281,12 +469,32 @@ def distinct_values(con: duckdb.DuckDBPyConnection, column: str) -> list[str]:
     """Distinct sources or statuses (``column`` is chosen by code from a fixed set, never by the user)."""
     if column not in ("source", "status"):
         raise ValueError(f"no distinct values for {column!r}")
-    return [r[0] for r in con.execute(f"SELECT DISTINCT {column} FROM example_view ORDER BY 1").fetchall()]
+    rel, _ = _points(con)
+    return [r[0] for r in con.execute(f"SELECT DISTINCT {column} FROM {rel} ORDER BY 1").fetchall()]
+
+
+def _filtered(con: duckdb.DuckDBPyConnection, flt: Filter) -> tuple[str, str, list[Any]]:
+    """The points relation, the filter's WHERE clause over it and the parameters."""
+    rel, on_points = _points(con)
+    where, params = flt.where(rel, on_points)
+    return rel, where, params
 
 
 def count(con: duckdb.DuckDBPyConnection, flt: Filter) -> int:
-    where, params = flt.where()
-    return _scalar(con, f"SELECT count(*) FROM example_view WHERE {where}", params)
+    rel, where, params = _filtered(con, flt)
+    return _scalar(con, f"SELECT count(*) FROM {rel} WHERE {where}", params)
+
+
+def split_counts(con: duckdb.DuckDBPyConnection, flt: Filter) -> dict[str, int]:
+    """The filtered examples per split (``confident``, ``unconfident``, ``unscored``)."""
+    rel, where, params = _filtered(con, flt)
+    rows = dict(con.execute(f"SELECT split, count(*) FROM {rel} WHERE {where} GROUP BY 1", params).fetchall())
+    return {name: rows.get(name, 0) for name in SPLIT_NAMES}
+
+
+def _map_where(space: str | None) -> str:
+    """What a map needs of a point: a confidence, and on the semantic map its coordinates."""
+    return " AND confidence IS NOT NULL" + (" AND umap_x IS NOT NULL" if space == "semantic_map" else "")
 
 
 def sample_points(
@@ -295,22 +503,101 @@ def sample_points(
     """At most ``cap`` filtered, scored examples for a scatter (a seeded hash sample in DuckDB) and the total.
 
     Returns columns for plotting and hovering, with the readable scales ``log_ppl`` (log10 mean perplexity) and
-    ``rel_variability`` (variability / mean perplexity); ``prompt`` is cut to 200 characters.
+    ``rel_variability`` (variability / mean perplexity); ``prompt`` is cut to :data:`HOVER_CHARS` characters.
     """
-    where, params = flt.where()
-    where += " AND confidence IS NOT NULL" + (" AND umap_x IS NOT NULL" if need_map else "")
-    total = _scalar(con, f"SELECT count(*) FROM example_view WHERE {where}", params)
+    rel, where, params = _filtered(con, flt)
+    where += _map_where("semantic_map" if need_map else None)
+    total = _scalar(con, f"SELECT count(*) FROM {rel} WHERE {where}", params)
+    key = "sample_key" if seed == 0 else "hash(example_id, ?)"
     frame = fetch_frame(
         con,
         f"""
         SELECT example_id, source, split, region, confidence, variability, mean_nll, quantile_bin, umap_x, umap_y,
-               ifd, {LOG_PPL} AS log_ppl, {REL_VAR} AS rel_variability, left(coalesce(prompt, ''), 200) AS prompt
-        FROM example_view WHERE {where}
-        ORDER BY hash(example_id, ?) LIMIT ?
+               ifd, log_ppl, rel_variability, prompt
+        FROM {rel} WHERE {where}
+        ORDER BY {key} LIMIT ?
         """,
-        [*params, seed, cap],
+        [*params, *([] if seed == 0 else [seed]), cap],
     )
     return frame, total
+
+
+def map_extent(con: duckdb.DuckDBPyConnection, space: str) -> tuple[float, float, float, float] | None:
+    """(x0, x1, y0, y1): the whole table's extent on a map (:data:`MAP_SPACES`), which its cells divide; None
+    where no example has coordinates there."""
+    rel, _ = _points(con)
+    x, y = MAP_SPACES[space]
+    row = con.execute(f"SELECT min({x}), max({x}), min({y}), max({y}) FROM {rel} WHERE {x} IS NOT NULL").fetchone()
+    return None if row[0] is None else tuple(float(v) for v in row)
+
+
+def density(con: duckdb.DuckDBPyConnection, flt: Filter, space: str, step: int = 1) -> pl.DataFrame:
+    """Every filtered example of a map, counted per cell in DuckDB (cells of :data:`GRID` / ``step`` per axis over
+    the whole table's extent, :func:`map_extent`), with what the cells are coloured by.
+
+    Columns ``ix``, ``iy`` (the cell), ``count``, ``mean_log_ppl``, ``share_confident`` (of the scored),
+    ``easy``, ``ambiguous``, ``hard`` (examples per region), ``source`` (the most frequent), ``mean_log_ifd``
+    (of those with an IFD; NULL where none).
+    """
+    if step not in GRID_STEPS:
+        raise ValueError(f"cells are merged by one of {GRID_STEPS}, not {step!r}")
+    rel, where, params = _filtered(con, flt)
+    ix, iy = ("dm_ix", "dm_iy") if space == "data_map" else ("sm_ix", "sm_iy")
+    return fetch_frame(
+        con,
+        f"""
+        SELECT {ix} // {step} AS ix, {iy} // {step} AS iy, count(*) AS count, avg(log_ppl) AS mean_log_ppl,
+               avg(CASE WHEN split = 'confident' THEN 1.0 ELSE 0.0 END) AS share_confident,
+               count(*) FILTER (WHERE region = 'easy-to-learn') AS easy,
+               count(*) FILTER (WHERE region = 'ambiguous') AS ambiguous,
+               count(*) FILTER (WHERE region = 'hard-to-learn') AS hard,
+               mode(source) AS source, avg(log10(ifd)) FILTER (WHERE ifd > 0) AS mean_log_ifd
+        FROM {rel} WHERE {where}{_map_where(space)} AND {ix} IS NOT NULL AND {iy} IS NOT NULL
+        GROUP BY ALL ORDER BY 1, 2
+        """,
+        params,
+    )
+
+
+def table_labels(a: str, b: str) -> tuple[str, str]:
+    """Names for two tables that tell them apart: each path's last parts (folder and file, then more folders while
+    those are the same: two ``run.duckdb`` files read ``weak/run.duckdb`` and ``strong/run.duckdb``)."""
+    pa, pb = Path(a).resolve().parts, Path(b).resolve().parts
+    n = 2
+    while n < max(len(pa), len(pb)) and pa[-n:] == pb[-n:]:
+        n += 1
+    return "/".join(pa[-n:]), "/".join(pb[-n:])
+
+
+def compare_density(
+    joined: pl.DataFrame, cells_per_axis: int
+) -> tuple[pl.DataFrame, tuple[float, float, float, float]]:
+    """Every common example of a comparison counted per cell (in DuckDB) on the log10 mean perplexity under each
+    reference (x: A, y: B): the cells (``ix``, ``iy``, ``count``, ``share_confident`` under A, ``flipped``: the
+    share whose split differs) and the extent (x0, x1, y0, y1)."""
+    con = duckdb.connect()
+    con.register("joined", joined.select("confidence_a", "confidence_b", "split_a", "split_b").to_arrow())
+    x0, x1, y0, y1 = con.execute(
+        "SELECT min(log10(-confidence_a)), max(log10(-confidence_a)), min(log10(-confidence_b)), "
+        "max(log10(-confidence_b)) FROM joined"
+    ).fetchone()
+    n = int(cells_per_axis)
+
+    def cell(value: str) -> str:
+        return f"least(CAST(floor(({value} - ?) / greatest(? - ?, 1e-12) * ?) AS INTEGER), ? - 1)"
+
+    frame = fetch_frame(
+        con,
+        f"""
+        SELECT {cell("log10(-confidence_a)")} AS ix, {cell("log10(-confidence_b)")} AS iy,
+               count(*) AS count, avg(CASE WHEN split_a = 'confident' THEN 1.0 ELSE 0.0 END) AS share_confident,
+               avg(CASE WHEN split_a <> split_b THEN 1.0 ELSE 0.0 END) AS flipped
+        FROM joined GROUP BY ALL ORDER BY 1, 2
+        """,
+        [x0, x1, x0, n, n, y0, y1, y0, n, n],
+    )
+    con.close()
+    return frame, (x0, x1, y0, y1)
 
 
 EXPLORE_CHARS = 300  # of the prompt and the response in the explorer's table (the detail below shows them whole)
@@ -334,19 +621,30 @@ def explore(
     :data:`EXPLORE_CHARS` characters (ending in "…" where cut)."""
     if sort not in SORTABLE:
         raise ValueError(f"cannot sort by {sort!r}; choose one of {SORTABLE}")
-    where, params = flt.where()
-    total = _scalar(con, f"SELECT count(*) FROM example_view WHERE {where}", params)
-    frame = fetch_frame(
+    rel, where, params = _filtered(con, flt)
+    total = _scalar(con, f"SELECT count(*) FROM {rel} WHERE {where}", params)
+    # The page's rows from the points; their text from example_view, for those rows only (a list of ids: the
+    # filter then reaches every table the view joins).
+    page = fetch_frame(
         con,
         f"""
-        SELECT example_id, source, split, region, confidence, variability, mean_nll, ifd, rank, status,
-               {_clipped("prompt", EXPLORE_CHARS)} AS prompt, {_clipped("response", EXPLORE_CHARS)} AS response
-        FROM example_view WHERE {where}
+        SELECT example_id, source, split, region, confidence, variability, mean_nll, ifd, rank, status
+        FROM {rel} WHERE {where}
         ORDER BY {sort} {"DESC" if descending else "ASC"} NULLS LAST, example_id LIMIT ? OFFSET ?
         """,
         [*params, int(limit), int(offset)],
     )
-    return frame, total
+    ids = page["example_id"].to_list()
+    text = fetch_frame(
+        con,
+        f"""
+        SELECT example_id, {_clipped("prompt", EXPLORE_CHARS)} AS prompt,
+               {_clipped("response", EXPLORE_CHARS)} AS response
+        FROM example_view WHERE example_id IN ({", ".join("?" * len(ids)) or "NULL"})
+        """,
+        ids,
+    )
+    return page.join(text, on="example_id", how="left", maintain_order="left"), total
 
 
 def example_detail(con: duckdb.DuckDBPyConnection, example_id: str) -> dict[str, Any] | None:
@@ -384,16 +682,7 @@ def trajectories(con: duckdb.DuckDBPyConnection, ids: list[str]) -> pl.DataFrame
 
 def decile_trajectories(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     """Per confidence bin and checkpoint: median and quartiles of perplexity (bin 0 = least confident)."""
-    return fetch_frame(
-        con,
-        """
-        SELECT quantile_bin, checkpoint_id, step, fraction, count(*) AS examples,
-               median(perplexity) AS median_ppl, quantile_cont(perplexity, 0.25) AS q25,
-               quantile_cont(perplexity, 0.75) AS q75
-        FROM score_view WHERE quantile_bin IS NOT NULL
-        GROUP BY ALL ORDER BY 1, 2
-        """,
-    )
+    return fetch_frame(con, f"SELECT * FROM {relation(con, 'deciles')} ORDER BY 1, 2")
 
 
 def export_rows(con: duckdb.DuckDBPyConnection, flt: Filter, split: str) -> list[tuple]:
@@ -429,10 +718,7 @@ def export_file(con: duckdb.DuckDBPyConnection, flt: Filter, split: str, fmt: st
 def token_checkpoints(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     """The checkpoints that have token scores (``checkpoint_id``, ``step``, ``fraction``, ``examples``), in order;
     empty where the profile stored none (``--token-scores none``, or a file written before them)."""
-    return fetch_frame(
-        con,
-        "SELECT checkpoint_id, step, fraction, count(*) AS examples FROM token_view GROUP BY ALL ORDER BY 1",
-    )
+    return fetch_frame(con, f"SELECT * FROM {relation(con, 'token_checkpoints')} ORDER BY 1")
 
 
 def example_tokens(con: duckdb.DuckDBPyConnection, example_id: str) -> dict[str, Any] | None:
@@ -470,25 +756,21 @@ def token_texts(con: duckdb.DuckDBPyConnection, key: str) -> tuple[str, ...]:
     return tuple(sorted(t for (t,) in rows if t is not None and token_key(t) == key))
 
 
-def hard_tokens(
-    con: duckdb.DuckDBPyConnection, flt: Filter | None = None, *, min_count: int = 5, limit: int = 100
-) -> tuple[pl.DataFrame, dict[str, Any]]:
-    """The tokens with the highest mean NLL at the last checkpoint with token scores, over the examples of ``flt``
-    (its ``token`` ignored), aggregated in DuckDB.
+def token_totals(con: duckdb.DuckDBPyConnection, flt: Filter | None = None) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Every token's totals at the last checkpoint with token scores, over the examples of ``flt`` (its ``token``
+    ignored), aggregated in DuckDB: what :func:`rank_hard_tokens` ranks (the pages keep it for the whole table).
 
     Each example's ``nll`` and ``tokens`` lists are unnested together (element k of one with element k of the
-    other: the same token) and grouped by :func:`token_key` (whitespace-trimmed text). Tokens seen fewer than
-    ``min_count`` times are left out (a rare token's mean is noise).
+    other: the same token) and grouped by :func:`token_key` (whitespace-trimmed text).
 
     Returns:
-        The frame ``token`` (the key), ``mean_nll``, ``count`` (occurrences), ``examples`` (holding it),
-        ``share_nll`` (its share of all the NLL counted), highest mean first (ties by token), at most ``limit``
-        rows; and a summary: ``checkpoint_id``, ``step``, ``fraction`` of that checkpoint (None without token
-        scores), ``examples`` and ``tokens`` counted, ``distinct`` tokens, ``kept`` (those with ``min_count``).
+        The frame ``token`` (the key), ``n`` (occurrences), ``s`` (their NLL sum), ``examples`` (holding it); and
+        ``checkpoint_id``, ``step``, ``fraction`` of that checkpoint (None without token scores) and the
+        ``examples`` counted.
     """
     flt = Filter() if flt is None else flt
-    where, params = replace(flt, token="").where()
-    scope = "" if where == "TRUE" else f" AND example_id IN (SELECT example_id FROM example_view WHERE {where})"
+    rel, where, params = _filtered(con, replace(flt, token=""))
+    scope = "" if where == "TRUE" else f" AND example_id IN (SELECT example_id FROM {rel} WHERE {where})"
     cp = con.execute(
         f"SELECT checkpoint_id, step, fraction FROM checkpoint_view WHERE checkpoint_id = {_last_token_checkpoint()}"
     ).fetchone()
@@ -518,25 +800,51 @@ def hard_tokens(
             """,
             [summary["checkpoint_id"], *params],
         )
-        n_examples, n_tokens, total, distinct, kept = con.execute(
-            """
-            SELECT count(DISTINCT example_id), coalesce(sum(n), 0)::BIGINT, sum(s), count(DISTINCT token),
-                   (SELECT count(*) FROM (SELECT token FROM _hard_tokens GROUP BY token HAVING sum(n) >= ?))
-            FROM _hard_tokens
-            """,
-            [int(min_count)],
-        ).fetchone()
+        summary["examples"] = _scalar(con, "SELECT count(DISTINCT example_id) FROM _hard_tokens")
         frame = fetch_frame(
             con,
-            """
-            SELECT token, sum(s) / sum(n) AS mean_nll, sum(n)::BIGINT AS count, count(*) AS examples,
-                   sum(s) / ? AS share_nll
-            FROM _hard_tokens GROUP BY token HAVING sum(n) >= ?
-            ORDER BY mean_nll DESC, token LIMIT ?
-            """,
-            [total or 1.0, int(min_count), int(limit)],
+            "SELECT token, sum(n)::BIGINT AS n, sum(s) AS s, count(*) AS examples FROM _hard_tokens "
+            "GROUP BY token ORDER BY token",
         )
     finally:
         con.execute("DROP TABLE IF EXISTS _hard_tokens; DROP TABLE IF EXISTS _token_keys")
-    summary.update(examples=n_examples, tokens=n_tokens, distinct=distinct, kept=kept)
     return frame, summary
+
+
+def rank_hard_tokens(
+    totals: pl.DataFrame, info: dict[str, Any], *, min_count: int = 5, limit: int = 100
+) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """The tokens of :func:`token_totals` with the highest mean NLL; tokens seen fewer than ``min_count`` times are
+    left out (a rare token's mean is noise).
+
+    Returns:
+        The frame ``token`` (the key), ``mean_nll``, ``count`` (occurrences), ``examples`` (holding it),
+        ``share_nll`` (its share of all the NLL counted), highest mean first (ties by token), at most ``limit``
+        rows; and a summary: ``checkpoint_id``, ``step``, ``fraction`` of that checkpoint (None without token
+        scores), ``examples`` and ``tokens`` counted, ``distinct`` tokens, ``kept`` (those with ``min_count``).
+    """
+    total = float(totals["s"].sum()) if totals.height else 0.0
+    kept = totals.filter(pl.col("n") >= int(min_count))
+    frame = (
+        kept.select(
+            "token",
+            mean_nll=pl.col("s") / pl.col("n"),
+            count=pl.col("n").cast(pl.Int64),
+            examples=pl.col("examples").cast(pl.Int64),
+            share_nll=pl.col("s") / (total or 1.0),
+        )
+        .sort(["mean_nll", "token"], descending=[True, False])
+        .head(int(limit))
+    )
+    summary = dict(info)
+    summary.update(tokens=int(totals["n"].sum()) if totals.height else 0, distinct=totals.height, kept=kept.height)
+    return frame, summary
+
+
+def hard_tokens(
+    con: duckdb.DuckDBPyConnection, flt: Filter | None = None, *, min_count: int = 5, limit: int = 100
+) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """The tokens with the highest mean NLL at the last checkpoint with token scores, over the examples of ``flt``
+    (its ``token`` ignored): :func:`rank_hard_tokens` of :func:`token_totals`."""
+    totals, info = token_totals(con, flt)
+    return rank_hard_tokens(totals, info, min_count=min_count, limit=limit)

@@ -2,23 +2,31 @@
 
 The launcher passes the table paths in the environment (``SFTMIX_TABLE``, ``SFTMIX_COMPARE``), which also works
 under ``streamlit.testing``. Each table is opened once, read-only, by the table's reader (cached as a resource for
-the server's life); each query runs on its own cursor from it (thread-safe), which carries the read views.
+the server's life, and opened again when the file changes); each query runs on its own cursor from it (thread-safe),
+which carries the read views and sees the table's cache (:mod:`dashboard.cache`). Cached query results are keyed by
+the table's content key, so a table written again is read again.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+from dataclasses import replace
 
 import duckdb
 import polars as pl
 import streamlit as st
 
-from dashboard import COMPARE_ENV, TABLE_ENV, queries
-from dashboard.queries import Filter
+from dashboard import COMPARE_ENV, TABLE_ENV, figures, queries
+from dashboard.cache import TableCache
+from dashboard.queries import Filter, Shape
 from profiler.table import ConfidenceTable, open_table
 
-POINT_CAP = 20_000  # points drawn per scatter by default (WebGL copes with more; the slider goes to 200k)
+# Points drawn on top of a map's density (which holds every example) by default, and at most: for hover and click.
+# A point sends about 300 bytes to the browser, so the most stays well under 20 MB.
+POINT_CAP = 5_000
+POINT_CAP_MAX = 50_000
 
 
 def table_path() -> str:
@@ -33,96 +41,215 @@ def compare_path() -> str | None:
     return os.environ.get(COMPARE_ENV) or None
 
 
-@st.cache_resource(show_spinner=False)
+def _stat(path: str) -> tuple[int, int, int]:
+    s = os.stat(path)
+    return s.st_size, s.st_mtime_ns, s.st_ino
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _opened(path: str, stat: tuple[int, int, int]) -> tuple[ConfidenceTable, TableCache]:
+    """The reader of ``path`` and its cache, opened once per state of the file (the reader checks that this is an
+    sftmix table of a readable version)."""
+    t = open_table(path)
+    return t, TableCache(t)
+
+
 def table(path: str) -> ConfidenceTable:
-    """The reader of ``path``, opened once (it checks that this is an sftmix table of a readable version)."""
-    return open_table(path)
+    return _opened(path, _stat(path))[0]
 
 
-def cursor(path: str | None = None) -> duckdb.DuckDBPyConnection:
-    """A fresh read-only cursor over the table, with the read views the queries use."""
-    return table(path or table_path()).cursor()
+def table_cache(path: str) -> TableCache:
+    return _opened(path, _stat(path))[1]
 
 
-# --- cached queries (keyed by the table path and the arguments) ---------------------------------------------
-@st.cache_data(show_spinner=False)
+def cursor(path: str | None = None, *parts: str) -> duckdb.DuckDBPyConnection:
+    """A fresh read-only cursor over the table, with the read views the queries use and the cached ``parts``
+    (:data:`dashboard.queries.CACHED`) built or loaded first."""
+    path = path or table_path()
+    table_cache(path).need(*(parts or ("points",)))
+    return table(path).cursor()
+
+
+def _by_content(max_entries: int | None = None):
+    """``st.cache_data`` keyed by the table's content key too (``fn(path, ...)``), so a table written again is read
+    again."""
+
+    def wrap(fn):
+        def keyed(path: str, key: str, *args):
+            return fn(path, *args)
+
+        # Streamlit tells cached functions apart by their name and source: each gets its function's name.
+        keyed.__name__, keyed.__qualname__ = fn.__name__, fn.__qualname__
+        cached = st.cache_data(show_spinner=False, max_entries=max_entries)(keyed)
+
+        @functools.wraps(fn)
+        def call(path: str, *args):
+            return cached(path, table_cache(path).key, *args)
+
+        return call
+
+    return wrap
+
+
+# --- cached queries (keyed by the table path, its content and the arguments) -----------------------------------
+def _summary(path: str, name: str, query, *args):
+    """A whole-table query's result, kept beside the table by its cache (:meth:`TableCache.summary`)."""
+    return table_cache(path).summary(name, lambda: query(cursor(path), *args))
+
+
+@_by_content()
 def overview(path: str) -> dict:
-    return queries.overview(cursor(path))
+    return _summary(path, "overview", queries.overview)
 
 
-@st.cache_data(show_spinner=False)
+@_by_content()
 def status_counts(path: str) -> pl.DataFrame:
-    return queries.status_counts(cursor(path))
+    return _summary(path, "status_counts", queries.status_counts)
 
 
-@st.cache_data(show_spinner=False)
+@_by_content()
 def histogram(path: str, bins: int) -> pl.DataFrame:
-    return queries.confidence_histogram(cursor(path), bins)
+    return _summary(path, f"histogram_{int(bins)}", queries.confidence_histogram, bins)
 
 
-@st.cache_data(show_spinner=False)
+@_by_content()
 def scale_marks(path: str) -> dict:
-    return queries.scale_marks(cursor(path))
+    return _summary(path, "scale_marks", queries.scale_marks)
 
 
-@st.cache_data(show_spinner=False)
+@_by_content()
 def source_breakdown(path: str) -> pl.DataFrame:
-    return queries.source_breakdown(cursor(path))
+    return _summary(path, "source_breakdown", queries.source_breakdown)
 
 
-@st.cache_data(show_spinner=False)
+@_by_content()
 def distinct_values(path: str, column: str) -> list[str]:
-    return queries.distinct_values(cursor(path), column)
+    return _summary(path, f"distinct_{column}", queries.distinct_values, column)
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
+@_by_content(64)
 def count(path: str, flt: Filter) -> int:
     return queries.count(cursor(path), flt)
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
+@_by_content(64)
+def split_counts(path: str, flt: Filter) -> dict[str, int]:
+    return queries.split_counts(cursor(path), flt)
+
+
+@_by_content(32)
 def sample_points(path: str, flt: Filter, cap: int, need_map: bool) -> tuple[pl.DataFrame, int]:
     return queries.sample_points(cursor(path), flt, cap=cap, need_map=need_map)
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
+@_by_content()
+def map_extent(path: str, space: str) -> tuple[float, float, float, float] | None:
+    return queries.map_extent(cursor(path), space)
+
+
+@_by_content(32)
+def density(path: str, flt: Filter, space: str, step: int) -> pl.DataFrame:
+    return queries.density(cursor(path), flt, space, step)
+
+
+def density_step(total: int) -> int:
+    """Cells merged per axis (:data:`dashboard.queries.GRID_STEPS`) for a map of ``total`` examples: 64 cells per
+    axis up to 20k examples, 128 above (256 would send four times the cells and cost the browser more than the
+    detail is worth on a page-wide chart)."""
+    return 4 if total <= 20_000 else 2
+
+
+def map_figure_parts(path: str, flt: Filter, space: str, total: int, color: str, shade: str):
+    """What a map draws under its points: its extent over the whole table, the density layer of the filtered
+    examples (coloured by ``count`` or, for "as the points", by ``color``) and the cells per axis."""
+    extent = map_extent(path, space)
+    step = density_step(total)
+    per_axis = queries.GRID // step
+    if extent is None:
+        return None, None, per_axis
+    cells = density(path, flt, space, step)
+    sources = distinct_values(path, "source")
+    layer = figures.density_layer(
+        cells, extent, per_axis, color="count" if shade == "count" else color, sources=sources
+    )
+    return extent, layer, per_axis
+
+
+def map_caption(total: int, drawn: int, cap: int, per_axis: int, what: str) -> str:
+    """The caption under a map's controls: how many examples are in the density and how many drawn as points."""
+    sample = f" (a random sample: cap {cap:,})" if total > drawn else ""
+    return (
+        f"Density: all {total:,} {what} matching the filter, counted in {per_axis}×{per_axis} cells · points: "
+        f"{drawn:,} drawn on top{sample}, for hover. A box or lasso selects every example inside it, not only the "
+        "points."
+    )
+
+
+def selection_note(path: str, flt: Filter, space: str) -> None:
+    """Under a map: how many examples its selection holds (all of them, counted in SQL)."""
+    shape = selected_shape()
+    if shape is None:
+        return
+    n = count(path, replace(flt, shape=shape))
+    if shape.space == space:
+        st.success(f"{n:,} examples inside the {shape.describe()}: the explorer and export now show only them.")
+    else:
+        st.caption(f"Only the {n:,} examples inside the {shape.describe()} are shown (clear it in the sidebar).")
+
+
+@_by_content(64)
 def explore(path: str, flt: Filter, sort: str, descending: bool, limit: int, offset: int) -> tuple[pl.DataFrame, int]:
     return queries.explore(cursor(path), flt, sort=sort, descending=descending, limit=limit, offset=offset)
 
 
-@st.cache_data(show_spinner=False)
+@_by_content()
 def decile_trajectories(path: str) -> pl.DataFrame:
-    return queries.decile_trajectories(cursor(path))
+    return queries.decile_trajectories(cursor(path, "points", "deciles"))
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
+@_by_content(64)
 def trajectories(path: str, ids: tuple[str, ...]) -> pl.DataFrame:
     return queries.trajectories(cursor(path), list(ids))
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
+@_by_content(2)
 def export_file(path: str, flt: Filter, split: str, fmt: str) -> tuple[bytes, int]:
     return queries.export_file(cursor(path), flt, split, fmt)
 
 
-@st.cache_data(show_spinner=False)
+def export_data(path: str, flt: Filter, split: str, fmt: str):
+    """The export's file, written when the download is asked for (the download button calls this)."""
+    return lambda: export_file(path, flt, split, fmt)[0]
+
+
+@_by_content()
 def token_checkpoints(path: str) -> pl.DataFrame:
-    return queries.token_checkpoints(cursor(path))
+    return queries.token_checkpoints(cursor(path, "points", "token_checkpoints"))
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
+@_by_content(64)
 def example_tokens(path: str, example_id: str) -> dict | None:
     return queries.example_tokens(cursor(path), example_id)
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
+@_by_content(16)
 def token_texts(path: str, key: str) -> tuple[str, ...]:
     return queries.token_texts(cursor(path), key)
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
+@_by_content(8)
+def token_totals(path: str, flt: Filter) -> tuple[pl.DataFrame, dict]:
+    if flt.where()[0] != "TRUE":
+        return queries.token_totals(cursor(path), flt)
+    computed = functools.cache(lambda: queries.token_totals(cursor(path)))  # once, for the frame and its info
+    kept = table_cache(path)
+    return kept.summary("token_totals", lambda: computed()[0]), kept.summary("token_totals_info", lambda: computed()[1])
+
+
+@_by_content(32)
 def hard_tokens(path: str, flt: Filter, min_count: int, limit: int) -> tuple[pl.DataFrame, dict]:
-    return queries.hard_tokens(cursor(path), flt, min_count=min_count, limit=limit)
+    totals, info = token_totals(path, replace(flt, token=""))
+    return queries.rank_hard_tokens(totals, info, min_count=min_count, limit=limit)
 
 
 @st.cache_data(show_spinner=False)
@@ -132,9 +259,33 @@ def comparison(a: str, b: str):
     return compare_tables(a, b)
 
 
+@st.cache_data(show_spinner=False, max_entries=8)
+def compare_density(a: str, b: str, cells_per_axis: int):
+    return queries.compare_density(comparison(a, b).joined, cells_per_axis)
+
+
 # --- the global filter ----------------------------------------------------------------------------------------
 def selected_ids() -> tuple[str, ...] | None:
     return st.session_state.get("selected_ids")
+
+
+SHAPE_KEY = "selected_shape"  # session state: the box or lasso drawn on a map (a queries.Shape)
+MAP_KEYS = {"data_map": "map_plot", "semantic_map": "sem_plot"}  # the maps' chart widgets (their selection events)
+
+
+def selected_shape() -> Shape | None:
+    return st.session_state.get(SHAPE_KEY)
+
+
+def select_on_map(space: str, event) -> Shape | None:
+    """The shape of a map's selection event, stored as the selection when it is new (a rerun repeats the last
+    event: a shape cleared in the sidebar stays cleared until another is drawn); the stored shape."""
+    shape = Shape.from_selection(space, event.selection if event else None)
+    seen = f"_seen_{space}"
+    if shape is not None and st.session_state.get(seen) != shape:
+        st.session_state[SHAPE_KEY] = shape
+    st.session_state[seen] = shape
+    return selected_shape()
 
 
 TOKEN_KEY = "token_filter"  # session state: the token chosen on the hard-tokens page (a queries.token_key)
@@ -157,10 +308,18 @@ def filter_sidebar(path: str) -> Filter:
     ifd_min, ifd_max = _ifd_slider(sb, ov["min_ifd"], ov["max_ifd"])
     search = sb.text_input("Search text or example id", key="f_search").strip()
     ids = selected_ids()
+    # A selection drawn on a map reaches the script as that chart's widget state, before the page runs: it is the
+    # filter of this run already (the sidebar's count, the map's outline).
+    for space, key in MAP_KEYS.items():
+        select_on_map(space, st.session_state.get(key))
+    shape = selected_shape()
     # The clear buttons act in callbacks, before the script runs again: the run they start no longer shows them.
     if ids is not None:
         sb.caption(f"{len(ids):,} examples selected on the semantic map")
         sb.button("Clear the map selection", on_click=_forget, args=("selected_ids",))
+    if shape is not None:
+        sb.caption(f"{count(path, Filter(shape=shape)):,} examples inside the {shape.describe()}")
+        sb.button("Clear the map selection", on_click=_forget, args=(SHAPE_KEY,), key="clear_shape")
     token = chosen_token()
     if token:
         sb.caption("Only examples holding this token (chosen on the hard-tokens page):")
@@ -179,6 +338,7 @@ def filter_sidebar(path: str) -> Filter:
         ifd_max=ifd_max,
         token=token,
         token_texts=token_texts(path, token) if token else (),
+        shape=shape,
     )
 
 

@@ -1,15 +1,14 @@
-"""Compare: two profiles of the same data (a weak and a strong reference, say)."""
-
-from pathlib import Path
+"""Compare: two profiles of the same data (a weak and a strong reference, say). The scatter is on log10 mean
+perplexity, as the data map: every common example in the density layer, a sample of points on top."""
 
 import streamlit as st
 
-from dashboard import figures, state
+from dashboard import figures, queries, state
 
 a, b = state.table_path(), state.compare_path()
 st.title("Compare two profiles")
 cmp = state.comparison(a, b)
-name_a, name_b = Path(a).name, Path(b).name
+name_a, name_b = queries.table_labels(a, b)
 st.caption(f"A = {a} · B = {b}" + ("" if cmp.same_data else " · the datasets differ: common examples only"))
 cols = st.columns(4)
 cols[0].metric("Common examples", f"{cmp.n_common:,}")
@@ -18,9 +17,14 @@ cols[2].metric("Kendall tau-b", f"{cmp.kendall:.3f}")
 cols[3].metric("Split agreement", f"{cmp.agreement_rate:.1%}")
 cap = state.POINT_CAP
 joined = cmp.joined if cmp.n_common <= cap else cmp.joined.sample(cap, seed=0)
-if cmp.n_common > cap:
-    st.caption(f"Scatter shows a random {cap:,} of {cmp.n_common:,} examples")
-st.plotly_chart(figures.compare_scatter(joined, name_a, name_b), width="stretch")
+per_axis = queries.GRID // state.density_step(cmp.n_common)
+cells, extent = state.compare_density(a, b, per_axis)
+layer = figures.density_layer(cells, extent, per_axis)
+st.caption(
+    f"Density: all {cmp.n_common:,} common examples, counted in {per_axis}×{per_axis} cells · points: "
+    f"{joined.height:,} drawn on top" + (f" (a random sample: cap {cap:,})" if cmp.n_common > cap else "")
+)
+st.plotly_chart(figures.compare_scatter(joined, name_a, name_b, density=layer, extent=extent), width="stretch")
 st.plotly_chart(figures.agreement_heatmap(cmp.agreement, name_a, name_b), width="stretch")
 st.subheader(f"{cmp.flips.height:,} examples change split (largest rank change first)")
 st.dataframe(cmp.flips.head(500), hide_index=True, width="stretch")

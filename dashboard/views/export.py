@@ -9,7 +9,7 @@ flt = state.current_filter()
 st.title("Export")
 split = st.radio("Split", ["confident", "unconfident"], horizontal=True, key="exp_split")
 fmt = st.radio("Format", ["jsonl", "parquet"], horizontal=True, key="exp_fmt")
-data, n = state.export_file(path, flt, split, fmt)
+n = state.split_counts(path, flt)[split]  # the file itself is written when the download is asked for
 st.write(f"{n:,} {split} examples match the filter.")
 st.caption(
     "Each record is the original example's fields plus example_id, source, confidence, mean_nll, "
@@ -18,8 +18,9 @@ st.caption(
 if n:
     st.download_button(
         f"Download {n:,} examples ({fmt})",
-        data=data,
+        data=state.export_data(path, flt, split, fmt),
         file_name=f"{split}.{fmt}",
         mime="application/jsonl" if fmt == "jsonl" else "application/vnd.apache.parquet",
         key="exp_download",
+        on_click="ignore",
     )

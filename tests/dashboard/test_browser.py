@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import duckdb
+import numpy as np
 import pytest
+from matplotlib.path import Path as PolygonPath
 
+from benchmarks.synthetic import write_synthetic_profile
 from dashboard.launch import free_port
 from tests.conftest import N_BAD, N_CHAT, N_FAQ
 from tests.dashboard.conftest import N_INJECT, SCRIPT
@@ -30,6 +35,7 @@ if not (CHROMIUM and CHROMEDRIVER):
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException  # noqa: E402
+from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -147,7 +153,7 @@ def test_dashboard_in_chromium(server, browser, tmp_path):
         until(browser, lambda d: d.current_url.rstrip("/") == server)
 
     browser.get(server + "/semantic_map")
-    wait_for_text(browser, "Semantic map", "UMAP of mean-pooled final hidden states", "showing 30 of 30")
+    wait_for_text(browser, "Semantic map", "UMAP of mean-pooled final hidden states", "Density: all 30 embedded")
     until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot canvas"))
     axis_titles = until(browser, lambda d: [e.text for e in d.find_elements(By.CSS_SELECTOR, ".xtitle, .ytitle")])
     assert axis_titles == ["UMAP 1", "UMAP 2"]
@@ -233,3 +239,56 @@ def test_token_view_shows_injected_html_as_text(token_server, token_profile, bro
     wait_for_text(browser, "Hard tokens", "distinct tokens seen at least 5 times")
     until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot"))
     screenshot(browser, "dashboard_hard_tokens.png", tmp_path)
+
+
+@pytest.fixture(scope="module")
+def big_profile(tmp_path_factory) -> Path:
+    """200,000 synthetic examples (seconds to write): many more than a map draws as points."""
+    return write_synthetic_profile(tmp_path_factory.mktemp("big_profile") / "big.duckdb", 200_000)
+
+
+def plot_traces(driver) -> list[dict] | None:
+    """The type, name, number of points and (for lines) coordinates of the first chart's traces, as plotly drew
+    them."""
+    return driver.execute_script(
+        "const g = document.querySelector('.js-plotly-plot'); if (!g || !g._fullData) return null;"
+        "return g._fullData.map(t => ({type: t.type, name: t.name, n: t._length || 0,"
+        " x: t.mode === 'lines' ? Array.from(t.x) : null, y: t.mode === 'lines' ? Array.from(t.y) : null}));"
+    )
+
+
+def test_a_map_of_200k_examples_draws_them_all_and_a_lasso_selects_every_one_inside(big_profile, browser, tmp_path):
+    """The semantic map of 200k examples: a density layer of every one under 5,000 points; a lasso drawn with the
+    mouse selects every example inside it (not only the points), counted against the table's coordinates read
+    directly; the explorer then lists exactly them."""
+    con = duckdb.connect(str(big_profile), read_only=True)
+    xy = np.array(con.execute("SELECT umap_x, umap_y FROM embeddings").fetchall(), dtype=float)
+    con.close()
+    with serve(big_profile, tmp_path) as url:
+        browser.get(url + "/semantic_map")
+        wait_for_text(browser, "Semantic map", f"Density: all {len(xy):,} embedded examples", "5,000 drawn on top")
+        traces = until(browser, lambda d: (t := plot_traces(d)) and len(t) > 1 and t)
+        assert traces[0]["type"] == "heatmap" and {t["type"] for t in traces[1:]} == {"scattergl"}
+        assert sum(t["n"] for t in traces[1:]) == 5_000
+        screenshot(browser, "dashboard_semantic_map_200k.png", tmp_path)
+        # A lasso: a concave loop around the middle of the plot, drawn with the mouse.
+        drag = wait_for_element(browser, ".js-plotly-plot .nsewdrag")
+        w, h = drag.size["width"], drag.size["height"]
+        loop = [(-0.3, -0.3), (0.0, -0.1), (0.3, -0.3), (0.3, 0.3), (0.0, 0.1), (-0.3, 0.3), (-0.3, -0.3)]
+        actions = ActionChains(browser).move_to_element_with_offset(drag, int(loop[0][0] * w), int(loop[0][1] * h))
+        actions.click_and_hold()
+        for (ax, ay), (bx, by) in zip(loop, loop[1:]):
+            for k in range(1, 6):
+                f = k / 5
+                actions.move_to_element_with_offset(drag, int((ax + f * (bx - ax)) * w), int((ay + f * (by - ay)) * h))
+        actions.release().perform()
+        body = wait_for_text(browser, "examples inside the lasso on the semantic map: the explorer and export")
+        shown = int(re.search(r"([\d,]+) examples inside the lasso", body).group(1).replace(",", ""))
+        outline = until(browser, lambda d: next((t for t in plot_traces(d) or [] if t["name"] == "selection"), None))
+        polygon = np.column_stack([outline["x"][:-1], outline["y"][:-1]])
+        expected = int(PolygonPath(polygon).contains_points(xy).sum())
+        assert shown == expected and 5_000 < expected < len(xy)  # far more than the points drawn inside it
+        screenshot(browser, "dashboard_semantic_map_lasso.png", tmp_path)
+        until(browser, lambda d: d.find_element(By.CSS_SELECTOR, "[data-testid='stSidebarNav'] a[href$='explorer']"))
+        browser.find_element(By.CSS_SELECTOR, "[data-testid='stSidebarNav'] a[href$='explorer']").click()
+        wait_for_text(browser, "Explorer", f"{expected:,} examples match the filter")
