@@ -6,7 +6,7 @@ Prints one line per page: the first run (cold caches) and a re-run (cached queri
 Before them: the time to build the table's dashboard cache (once per table, kept beside it: ``dashboard/cache.py``;
 ``--cold`` removes a kept one first), and one run of the app on a 1,000-example profile, which pays Streamlit's own
 one-time start (its component scan) as a served app pays it before its first page. Browser rendering adds to this;
-``bench_first_page.py --pages`` measures it.
+``bench_pages.py`` measures it.
 """
 
 from __future__ import annotations
