@@ -409,12 +409,12 @@ def child_setup(args) -> dict:
 
 
 def table_tokens(path: Path) -> int:
-    import polars as pl
 
     from profiler.table.reader import open_table
 
-    with open_table(path) as t:
-        return int(t.examples.select(pl.col("n_prompt_tokens") + pl.col("n_response_tokens")).sum().item() or 0)
+    with open_table(path) as t:  # in SQL: the examples frame holds every text (at 1M, more than this machine)
+        n = t.frame("SELECT sum(n_prompt_tokens + n_response_tokens) AS n FROM examples")["n"][0]
+    return int(n or 0)
 
 
 def data_stage(cfg) -> dict:
@@ -442,8 +442,6 @@ def child_resume(args) -> dict:
 def child_shard(args) -> dict:
     from dataclasses import replace
 
-    import polars as pl
-
     from profiler.pipeline.shards import in_shard, part_path
     from profiler.table.reader import open_table
 
@@ -451,7 +449,7 @@ def child_shard(args) -> dict:
     part = part_path(cfg.out, 1, 8)
     figures = data_stage(replace(cfg, out=str(part)))  # a shard worker's run writes its part file
     with open_table(part) as t:
-        ids = t.examples.filter(pl.col("status") == "ok")["example_id"].to_list()
+        ids = t.frame("SELECT example_id FROM examples WHERE status = 'ok'")["example_id"].to_list()
     return {**figures, "shard_examples": sum(in_shard(i, 1, 8) for i in ids)}
 
 
@@ -670,6 +668,7 @@ def child_score_overhead(args) -> dict:
     p = workdir_paths(args)
     out = p["w"] / "S" / "S.duckdb"
     flags = ["--no-ifd", "--token-scores", "last", "--projection", "none", "--no-progress"]  # UMAP: writes_umap
+    flags += ["--max-tokens", str(args.max_tokens)]  # a GPU's batches: the loop's per-batch costs as a GPU pays them
     if has_num_proc():
         flags += ["--num-proc", str(args.num_proc)]
     argv = ["score", "--model", str(p["model"]), "--data", str(p["sub"]), "--out", str(out), *flags]
