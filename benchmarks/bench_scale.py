@@ -409,12 +409,12 @@ def child_setup(args) -> dict:
 
 
 def table_tokens(path: Path) -> int:
+    """The tokens of a table's usable examples (by the writer's query: the examples frame holds every text, which
+    at 1M is more than this machine)."""
+    from profiler.table.writer import TableWriter
 
-    from profiler.table.reader import open_table
-
-    with open_table(path) as t:  # in SQL: the examples frame holds every text (at 1M, more than this machine)
-        n = t.frame("SELECT sum(n_prompt_tokens + n_response_tokens) AS n FROM examples")["n"][0]
-    return int(n or 0)
+    with TableWriter(path) as t:
+        return sum(n for _, n, _ in t.ok_token_counts())
 
 
 def data_stage(cfg) -> dict:
@@ -443,13 +443,13 @@ def child_shard(args) -> dict:
     from dataclasses import replace
 
     from profiler.pipeline.shards import in_shard, part_path
-    from profiler.table.reader import open_table
+    from profiler.table.writer import TableWriter
 
     cfg = score_config(args, Path(args.workdir, "T", "T.duckdb"), shard="1/8")
     part = part_path(cfg.out, 1, 8)
     figures = data_stage(replace(cfg, out=str(part)))  # a shard worker's run writes its part file
-    with open_table(part) as t:
-        ids = t.frame("SELECT example_id FROM examples WHERE status = 'ok'")["example_id"].to_list()
+    with TableWriter(part) as t:
+        ids = t.ok_example_ids()
     return {**figures, "shard_examples": sum(in_shard(i, 1, 8) for i in ids)}
 
 
