@@ -15,6 +15,8 @@ from pathlib import Path
 from profiler.errors import ModelError
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# The name `--model` takes for the packaged model, the demo's reference model (profiler.hf.resolve_model).
+PACKAGED_MODEL = "smollm2-135m-instruct"
 
 
 def cache_dir() -> Path:

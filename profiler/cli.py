@@ -13,6 +13,7 @@ stops its server first and exits with 128 + N (:mod:`dashboard.launch`).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import json
 import logging
@@ -29,20 +30,22 @@ from profiler.errors import SftmixError
 from profiler.options import build, make_parser_class
 
 
-def cmd_profile(score_cfg: C.ScoreConfig, ft_cfg: C.FinetuneConfig, extras: C.ProfileExtras) -> int:
+def cmd_profile(
+    score_cfg: C.ScoreConfig, ft_cfg: C.FinetuneConfig, extras: C.ProfileExtras, *, command: list[str]
+) -> int:
     from profiler.pipeline import run_profile
 
     if score_cfg.checkpoints:
         raise SftmixError("profile takes --checkpoints-from DIR; --checkpoint belongs to `sftmix score`")
-    out = run_profile(score_cfg, ft_cfg, checkpoints_from=extras.checkpoints_from)
+    out = run_profile(score_cfg, ft_cfg, checkpoints_from=extras.checkpoints_from, command=command)
     # Under torchrun / accelerate launch every rank ran the profile; rank 0 shows the table once.
     return print_info(out) if int(os.environ.get("RANK", "0")) == 0 else 0
 
 
-def cmd_score(cfg: C.ScoreConfig) -> int:
+def cmd_score(cfg: C.ScoreConfig, *, command: list[str]) -> int:
     from profiler.pipeline import run_score
 
-    return print_info(run_score(cfg))
+    return print_info(run_score(cfg, command=command))
 
 
 def cmd_train(cfg) -> int:
@@ -54,14 +57,17 @@ def cmd_train(cfg) -> int:
 
 
 def print_info(path: str, as_json: bool = False) -> int:
+    from profiler.table.progress import unfinished
     from profiler.table.reader import open_table
 
     with open_table(path) as t:
         s = t.summary()
+        u = unfinished(t, s)
     if as_json:
+        s["unfinished"] = None if u is None else dataclasses.asdict(u)
         print(json.dumps(s, indent=2, default=str))
         return 0
-    c = s["confidence"]
+    p = s["perplexity"]
     print(f"table           {s['path']} (schema {s['schema_version']}, sftmix {s['sftmix_version']})")
     print(f"created         {s['created_at']}")
     print(f"reference model {s['reference_model']}  template: {s['template']}")
@@ -69,10 +75,13 @@ def print_info(path: str, as_json: bool = False) -> int:
     print("sources         " + ", ".join(f"{k}={v}" for k, v in s["sources"].items()))
     print(f"checkpoints     {s['checkpoints']}  scores: {s['scores']}")
     print("splits          " + (", ".join(f"{k}={v}" for k, v in s["splits"].items()) or "(none yet)"))
+    if u is not None:
+        print(f"not finished    {u.what}; stages done: {', '.join(u.done) or 'none'}")
+        print(f"to finish it    {u.resume}")
     if s.get("stage_seconds"):
         print("stage times     " + ", ".join(f"{k} {v:.1f}s" for k, v in s["stage_seconds"].items()))
-    if c["median"] is not None:
-        print(f"confidence      min {c['min']:.4g}  median {c['median']:.4g}  max {c['max']:.4g}")
+    if p["median"] is not None:  # confidence is minus the mean perplexity over the checkpoints
+        print(f"mean perplexity median split at {p['median']:.4g} (from {p['min']:.4g} to {p['max']:.4g})")
     return 0
 
 
@@ -115,10 +124,10 @@ def cmd_dashboard(o: C.DashboardOptions) -> int:
     return run_dashboard(o.table, port=o.port, host=o.host, compare=o.compare)
 
 
-def cmd_demo(o: C.DemoOptions) -> int:
+def cmd_demo(o: C.DemoOptions, *, command: list[str]) -> int:
     from profiler.demo import run_demo
 
-    return run_demo(o)
+    return run_demo(o, command=command)
 
 
 def _train_classes() -> list[type]:
@@ -132,6 +141,8 @@ class Command:
     help: str
     run: Callable[..., int]
     classes: Callable[[], list[type]]
+    records_command: bool = False  # run(..., command=ARGV): the command line, recorded in the table it writes
+    usage: str | None = None  # a short usage line instead of argparse's list of every flag
 
 
 COMMANDS: dict[str, Command] = {
@@ -139,11 +150,20 @@ COMMANDS: dict[str, Command] = {
         "fine-tune the reference model, score each checkpoint, write the table",
         cmd_profile,
         lambda: [C.ScoreConfig, C.FinetuneConfig, C.ProfileExtras],
+        records_command=True,
     ),
     "score": Command(
-        "score given checkpoints (or a model) on a dataset into a confidence table", cmd_score, lambda: [C.ScoreConfig]
+        "score given checkpoints (or a model) on a dataset into a confidence table",
+        cmd_score,
+        lambda: [C.ScoreConfig],
+        records_command=True,
     ),
-    "train": Command("train a target model with SFTMix from a profile", cmd_train, _train_classes),
+    "train": Command(
+        "train a target model with SFTMix from a profile",
+        cmd_train,
+        _train_classes,
+        usage="%(prog)s --model MODEL --profile PROFILE --output_dir DIR [OPTIONS]",
+    ),
     "export": Command("export a split with its confidence columns", cmd_export, lambda: [C.ExportOptions]),
     "info": Command("summarize a confidence table", cmd_info, lambda: [C.InfoOptions]),
     "compare": Command(
@@ -156,7 +176,10 @@ COMMANDS: dict[str, Command] = {
     ),
     "dashboard": Command("explore a table in the browser (Streamlit)", cmd_dashboard, lambda: [C.DashboardOptions]),
     "demo": Command(
-        "profile the packaged data with SmolLM2-135M, then open the dashboard", cmd_demo, lambda: [C.DemoOptions]
+        "profile the packaged data with SmolLM2-135M, then open the dashboard",
+        cmd_demo,
+        lambda: [C.DemoOptions],
+        records_command=True,
     ),
 }
 
@@ -173,7 +196,9 @@ def make_parser(command: str | None = None) -> tuple[argparse.ArgumentParser, di
     subparsers = {}
     for name, cmd in COMMANDS.items():
         classes = cmd.classes() if name == command else ()
-        subparsers[name] = sub.add_parser(name, help=cmd.help, description=cmd.help, dataclass_types=classes)
+        subparsers[name] = sub.add_parser(
+            name, help=cmd.help, description=cmd.help, usage=cmd.usage, dataclass_types=classes
+        )
     return parser, subparsers
 
 
@@ -232,8 +257,9 @@ def _run(command: str | None, argv: list[str], cfgs: list[Any]) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     if not getattr(sys.unraisablehook, "sftmix_quiet", False):  # main() may run many times in one process
         sys.unraisablehook = _quiet_interrupts(sys.unraisablehook)
-    cfgs.extend(build(COMMANDS[command].classes(), args))
-    return COMMANDS[command].run(*cfgs)
+    cmd = COMMANDS[command]
+    cfgs.extend(build(cmd.classes(), args))
+    return cmd.run(*cfgs, command=["sftmix", *argv]) if cmd.records_command else cmd.run(*cfgs)
 
 
 def _quiet_interrupts(hook: Callable[[Any], None]) -> Callable[[Any], None]:

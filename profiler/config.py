@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from profiler.assets import PACKAGED_MODEL
 from profiler.options import (
     DEVICE_PATTERN,
     DEVICE_TEXT,
@@ -50,7 +51,10 @@ def _is_shard(spec: str) -> bool:
 class ScoreConfig:
     """Settings of a scoring run (`sftmix score`, and the scoring half of `sftmix profile`), recorded in ``meta``."""
 
-    model: str = option(help="reference model (directory or hub name); base model of adapter checkpoints")
+    model: str = option(
+        help=f"reference model (directory or hub name; {PACKAGED_MODEL}: the demo's packaged model); base model of "
+        "adapter checkpoints"
+    )
     data: list[str] = option(help="data file, datasets directory or hub name, optionally NAME=PATH (repeatable)")
     out: str = option(help="the DuckDB confidence table to write (resumed when it exists)")
     checkpoints: list[str] = option(

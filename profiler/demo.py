@@ -8,16 +8,19 @@ from pathlib import Path
 from profiler.config import DemoOptions
 
 
-def run_demo(args: DemoOptions) -> int:
-    from profiler.assets import smollm2_checkpoint, write_demo_data
+def run_demo(args: DemoOptions, command: list[str] | None = None) -> int:
+    """Profile the sample with the packaged model into ``WORKDIR/run.duckdb``; ``command`` (the command line) is
+    recorded in its ``meta``."""
+    from profiler.assets import PACKAGED_MODEL, write_demo_data
     from profiler.cli import print_info
     from profiler.config import FinetuneConfig, ScoreConfig
+    from profiler.hf import resolve_model
     from profiler.pipeline import run_profile
 
     work = Path(args.workdir)
     t0 = time.perf_counter()
     print("preparing the packaged model (converted from GGUF once, then cached)", flush=True)
-    model = smollm2_checkpoint()
+    model = resolve_model(PACKAGED_MODEL)
     print(f"  {model} ({time.perf_counter() - t0:.1f}s)")
     specs = write_demo_data(work / "data", args.n_faq, args.n_chat, args.seed)
     score_cfg = ScoreConfig(
@@ -32,7 +35,7 @@ def run_demo(args: DemoOptions) -> int:
     )
     ft_cfg = FinetuneConfig(n_checkpoints=args.n_checkpoints, lora=args.lora, seed=args.seed)
     t1 = time.perf_counter()
-    out = run_profile(score_cfg, ft_cfg)
+    out = run_profile(score_cfg, ft_cfg, command=command)
     print(f"profiled in {time.perf_counter() - t1:.1f}s\n")
     print_info(out)
     if not args.dashboard:

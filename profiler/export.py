@@ -15,12 +15,12 @@ import secrets
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 
 from profiler.errors import SftmixError
 from profiler.table.db import MAGIC, MAGIC_OFFSET
+from profiler.table.progress import merged_name, unfinished
 from profiler.table.reader import ConfidenceTable, open_table
 from profiler.table.records import CONF_COLUMNS, records_frame, rows_to_records, write_jsonl
 
@@ -44,13 +44,6 @@ SUFFIX_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parq
 # What `Dataset.save_to_disk` writes into its directory, and nothing else: the only directories an export replaces.
 _DATASET_MARKERS = ("dataset_info.json", "state.json")
 _DATASET_FILE = re.compile(r"^(dataset_info\.json|state\.json|data-\d+-of-\d+\.arrow)$")
-# Stages of a run, in order (profiler.pipeline.run); "finetune" only in `sftmix profile`.
-_STAGE_TEXT = {
-    "data": "the data stage has not completed",
-    "finetune": "fine-tuning has not completed",
-    "score": "scoring has not completed",
-    "confidence": "the confidence split has not been computed",
-}
 
 
 def split_records(table_path: str | Path, split: str = "all") -> list[dict]:
@@ -262,17 +255,12 @@ def _guard_inputs(t: ConfidenceTable, out: Path) -> None:
 
 
 # --- is the table finished ----------------------------------------------------------------------------------
-def _merged_name(part: Path) -> str:
-    m = re.match(r"^(?P<stem>.+)\.part-\d+-of-\d+(?P<suffix>\.[^.]+)?$", part.name)
-    return str(part.with_name(m.group("stem") + (m.group("suffix") or ".duckdb"))) if m else "OUT"
-
-
 def _check_finished(t: ConfidenceTable) -> None:
     """Refuse a table without confidence rows yet, naming the stage it is at and how to finish it."""
     shard = t.meta.get("shard")
     if shard:
         where = f"shard {shard.get('index')} of {shard.get('count')}" if isinstance(shard, dict) else "a shard"
-        merged = _merged_name(t.path)
+        merged = merged_name(t.path)
         if not t.meta.get("shard_complete"):
             raise SftmixError(
                 f"{t.path} is a shard part file ({where}) whose scoring has not completed; re-run its "
@@ -285,22 +273,12 @@ def _check_finished(t: ConfidenceTable) -> None:
     s = t.summary()
     if sum(s["splits"].values()):
         return
-    stages: dict[str, Any] = t.meta.get("stages") or {}
-    done = [k for k, v in stages.items() if v == "done"]
-    is_profile = "finetune" in stages or t.meta.get("finetune_config") is not None
-    order = ["data", "finetune", "score", "confidence"] if is_profile else ["data", "score", "confidence"]
-    missing = next((st for st in order if stages.get(st) != "done"), None)
-    if missing is None:  # every stage ran, and none of the examples could be scored
+    u = unfinished(t, s)
+    if u is None or u.stage == "embed":  # every stage up to the split ran, and none of the examples was scored
         status = ", ".join(f"{k}: {v}" for k, v in s["status"].items()) or "no examples"
         raise SftmixError(f"{t.path} has no scored examples to export ({status})")
-    what = _STAGE_TEXT[missing]
-    ok = s["status"].get("ok", 0)
-    if missing == "score" and s["checkpoints"] and ok:
-        what += f" ({s['scores']} of {ok * s['checkpoints']} scores)"
-    cmd = "sftmix profile" if is_profile else "sftmix score" if stages else "sftmix profile`/`sftmix score"
     raise SftmixError(
-        f"{t.path} is not finished: {what} (stages done: {', '.join(done) or 'none'}); "
-        f"re-run `{cmd}` with the same --out to finish it"
+        f"{t.path} is not finished: {u.what} (stages done: {', '.join(u.done) or 'none'}); {u.resume} to finish it"
     )
 
 

@@ -22,7 +22,7 @@ from profiler.config import FinetuneConfig
 from profiler.data.items import item_lengths
 from profiler.data.render import RenderedExample, pad_batch
 from profiler.errors import ModelError, SftmixError
-from profiler.hf import resolve_device, warmup_args
+from profiler.hf import add_lora, resolve_device, warmup_args
 from profiler.scoring.base import ScoreItem
 
 log = logging.getLogger(__name__)
@@ -163,9 +163,9 @@ def finetune(
     except Exception as e:
         raise ModelError(f"cannot load the reference model {model_path}: {e}") from e
     if cfg.lora:
-        from peft import LoraConfig, get_peft_model
+        from peft import LoraConfig
 
-        model = get_peft_model(
+        model = add_lora(
             model,
             LoraConfig(
                 r=cfg.lora_r,

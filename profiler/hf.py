@@ -1,17 +1,22 @@
 """Hugging Face helpers shared by the reference fine-tuning, the scorers and ``trainer_plugin``.
 
-Model, tokenizer and adapter loading (``adapter_config.json`` is read here and nowhere else), the
-backbone/head split of a causal LM, device and dtype, and the ``TrainingArguments`` helpers.
+The ``--model`` name of the packaged model; model, tokenizer and adapter loading (``adapter_config.json`` is read
+here and nowhere else), the backbone/head split of a causal LM, device and dtype, and the ``TrainingArguments``
+helpers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 
+from profiler import assets
+from profiler.assets import PACKAGED_MODEL
 from profiler.errors import ModelError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -33,6 +38,15 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be 'auto' or one of {sorted(DTYPES)}, got {dtype!r}")
     return DTYPES[dtype]
+
+
+def resolve_model(name_or_path: str) -> str:
+    """A ``--model`` value as a directory or hub name: ``smollm2-135m-instruct`` (:data:`PACKAGED_MODEL`, in any
+    letter case) is the packaged model's plain checkpoint, converted on first use (a directory of that name, where
+    one exists, is read instead); any other value is returned as it is."""
+    if str(name_or_path).lower() != PACKAGED_MODEL or Path(name_or_path).exists():
+        return name_or_path
+    return str(assets.smollm2_checkpoint())
 
 
 def _check_exists(name_or_path: str) -> None:
@@ -64,12 +78,32 @@ def lora_rank(path: str | Path) -> int:
     return int(adapter_config(path).get("r", 16))
 
 
+@contextlib.contextmanager
+def _peft_wrapping() -> Iterator[None]:
+    """Around making a ``PeftModel``: peft 0.21 reads transformers' deprecated ``model.is_gradient_checkpointing``
+    in ``PeftModel.__init__`` itself (``getattr(model, "is_gradient_checkpointing", True)``), and transformers 5
+    answers with a FutureWarning on every adapter made or loaded. No call of ours reads it and no argument avoids
+    it, so exactly that message is ignored, only here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"`is_gradient_checkpointing` is deprecated", FutureWarning)
+        yield
+
+
+def add_lora(model, config):
+    """``model`` with a new LoRA adapter of ``config`` (a ``peft.LoraConfig``) to train."""
+    from peft import get_peft_model
+
+    with _peft_wrapping():
+        return get_peft_model(model, config)
+
+
 def apply_adapter(base_model, path: str | Path):
     """A loaded base model with the adapter at ``path`` on top, in eval mode (``.unload()`` gives the base back)."""
     from peft import PeftModel
 
     try:
-        return PeftModel.from_pretrained(base_model, str(path)).eval()
+        with _peft_wrapping():
+            return PeftModel.from_pretrained(base_model, str(path)).eval()
     except Exception as e:
         raise ModelError(f"cannot load the adapter checkpoint {path}: {e}") from e
 

@@ -234,6 +234,17 @@ def _help_text(f: dataclasses.Field, rule: Rule | None) -> str:
     return text + (f" ({'; '.join(extra)})" if extra else "")
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends an option's default to its help, unless the help names one already or there is none to show (a
+    required option, a default of None)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "(default" in text or action.required or action.default in (None, argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
+
 def make_parser_class() -> type:
     """The parser class: HfArgumentParser with our metadata, one-line errors and ``--config`` YAML."""
     from transformers import HfArgumentParser
@@ -244,9 +255,27 @@ def make_parser_class() -> type:
 
         def __init__(self, *args, dataclass_types=(), **kwargs):
             kwargs.setdefault("allow_abbrev", False)  # a typo is an error, never a guess
+            kwargs.setdefault("formatter_class", _HelpFormatter)
             super().__init__(dataclass_types or [], *args, **kwargs)
             if dataclass_types:
                 self.add_argument("--config", metavar="YAML", help="YAML file of options; flags override it")
+
+        def _add_dataclass_arguments(self, dtype) -> None:
+            """A class's fields as flags, under the headings of its ``help_groups`` (heading -> field names) in that
+            order, then the other fields under its ``help_rest``; without ``help_groups``, as transformers does."""
+            groups = getattr(dtype, "help_groups", None)
+            if not groups:
+                super()._add_dataclass_arguments(dtype)
+                return
+            hints = typing.get_type_hints(dtype)
+            fields = {f.name: f for f in dataclasses.fields(dtype) if f.init}
+            rest = [name for name in fields if all(name not in names for names in groups.values())]
+            for heading, names in [*groups.items(), (dtype.help_rest, rest)]:
+                group = self.add_argument_group(heading)
+                for name in names:
+                    field = fields[name]
+                    field.type = hints[name]
+                    self._parse_dataclass_field(group, field)
 
         @staticmethod
         def _parse_dataclass_field(parser, field: dataclasses.Field):

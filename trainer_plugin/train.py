@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from profiler.errors import ModelError, SftmixError
-from profiler.hf import load_tokenizer
+from profiler.hf import add_lora, load_tokenizer, resolve_model
 from trainer_plugin.config import SFTMixTrainingArguments
 from trainer_plugin.data import PairCollator, TrainingSet, hold_out, load_training_set, select, split_counts
 from trainer_plugin.trainer import SFTMixTrainer, read_state, resolve_checkpoint
@@ -122,9 +122,9 @@ def load_target(args: SFTMixTrainingArguments, tokenizer):
     if model.get_output_embeddings() is None:
         raise ModelError(f"{type(model).__name__} has no accessible LM head; SFTMix mixes its inputs")
     if args.lora:
-        from peft import LoraConfig, get_peft_model
+        from peft import LoraConfig
 
-        model = get_peft_model(
+        model = add_lora(
             model,
             LoraConfig(r=args.lora_r, lora_alpha=2 * args.lora_r, target_modules="all-linear", task_type="CAUSAL_LM"),
         )
@@ -133,6 +133,8 @@ def load_target(args: SFTMixTrainingArguments, tokenizer):
 
 def build_trainer(args: SFTMixTrainingArguments, **trainer_kwargs) -> SFTMixTrainer:
     """Everything checked and loaded, nothing trained yet (the held-out ids are already saved)."""
+    with args.main_process_first(local=False, desc="preparing the packaged model"):
+        args.model = resolve_model(args.model)  # the packaged model's name -> its converted checkpoint
     tokenizer = load_tokenizer(args.model)
     data = prepare_data(args, tokenizer)
     check_resume(args)

@@ -46,6 +46,7 @@ class RunState:
     ranks: Ranks = field(default_factory=Ranks)
     done: dict[str, str] = field(default_factory=dict)  # the stages finished before (rank 0's table, broadcast)
     new_scores: int | None = None  # scores this run added (None: not known, so later stages run)
+    command: list[str] | None = None  # the command line that started this run (None: from Python)
 
 
 def default_checkpoint_dir(out: str | Path) -> Path:
@@ -73,6 +74,9 @@ def _data(s: RunState) -> None:
     if s.ranks.main:
         s.table = open_run(s.cfg, s.prepared)
         s.done = dict(done_stages(s.table))
+        # The latest segment's command: running it again resumes the run (`sftmix info` shows it).
+        command = {"argv": s.command, "cwd": os.getcwd()} if s.command else None
+        s.table.set_meta({"command": command})
     s.done = s.ranks.broadcast(s.done)
     if s.ft is None:
         s.checkpoints = discover_checkpoints(s.cfg.model, s.cfg.checkpoints)
@@ -293,6 +297,7 @@ def run_profile(
     *,
     checkpoints_from: str | None = None,
     fail_after_checkpoints: int | None = None,
+    command: list[str] | None = None,
 ) -> str:
     """Profile a dataset end to end and return the table path.
 
@@ -301,6 +306,7 @@ def run_profile(
         ft_cfg: reference fine-tuning settings.
         checkpoints_from: score a user's existing checkpoints instead of fine-tuning.
         fail_after_checkpoints: testing hook; crash right after saving that many checkpoints.
+        command: the command line that started the run, recorded in ``meta`` (what resumes it).
     """
     if score_cfg.shard or score_cfg.workers != 1:
         raise SftmixError(
@@ -308,9 +314,11 @@ def run_profile(
             "(or --workers N) on its checkpoints"
         )
     check_output_table(score_cfg.out)
+    ranks = launcher_ranks()
+    with ranks.main_first():  # rank 0 converts the packaged model, if named, the others read it
+        score_cfg = _resolve_models(score_cfg)
     if score_cfg.ifd_model:
         ifd_model_info(score_cfg.ifd_model)  # a missing --ifd-model stops the run now, not after fine-tuning
-    ranks = launcher_ranks()
     if ranks.world > 1:  # under torchrun / accelerate launch: this rank's device, rank 0's progress bars
         score_cfg = replace(
             score_cfg, device=_rank_device(score_cfg.device, ranks), progress=score_cfg.progress and ranks.main
@@ -322,10 +330,19 @@ def run_profile(
         fail_after_checkpoints=fail_after_checkpoints,
         ranks=ranks,
         stop_after_batches=_rank_stop_hook(ranks),
+        command=command,
     )
     _execute([DATA, FINETUNE, SCORE, CONFIDENCE, EMBED], state)
     ranks.barrier()  # rank 0 has closed the table: any rank may read it now
     return score_cfg.out
+
+
+def _resolve_models(cfg: ScoreConfig) -> ScoreConfig:
+    """``cfg`` with the packaged model's name (``--model``, ``--ifd-model``) as its checkpoint's directory."""
+    from profiler.hf import resolve_model
+
+    ifd_model = resolve_model(cfg.ifd_model) if cfg.ifd_model else cfg.ifd_model
+    return replace(cfg, model=resolve_model(cfg.model), ifd_model=ifd_model)
 
 
 def _rank_stop_hook(ranks: Ranks) -> int | None:
@@ -346,16 +363,19 @@ def _rank_device(device: str, ranks: Ranks) -> str:
     return device
 
 
-def run_score(cfg: ScoreConfig, *, stop_after_batches: int | None = None) -> str:
+def run_score(cfg: ScoreConfig, *, stop_after_batches: int | None = None, command: list[str] | None = None) -> str:
     """Score every usable example at every checkpoint and write the confidence table.
 
     Re-running with the same ``out`` resumes: (example, checkpoint) pairs already scored are skipped. With
     ``cfg.shard`` only that slice is scored, into a part file (no confidence until `sftmix merge`); with
     ``cfg.workers`` other than 1, one worker process per shard runs on this node and the parts are merged.
 
+    ``command``, the command line that started the run, is recorded in ``meta`` (what resumes it).
+
     Returns:
         The table (or part file) path.
     """
+    cfg = _resolve_models(cfg)
     if cfg.workers != 1:
         from profiler.pipeline.workers import run_workers
 
@@ -365,7 +385,7 @@ def run_score(cfg: ScoreConfig, *, stop_after_batches: int | None = None) -> str
     check_output_table(out)
     if cfg.ifd_model:
         ifd_model_info(cfg.ifd_model)  # a missing --ifd-model stops the run before any scoring
-    state = RunState(replace(cfg, out=out), stop_after_batches=stop_after_batches)
+    state = RunState(replace(cfg, out=out), stop_after_batches=stop_after_batches, command=command)
     if not shard:
         _execute([DATA, SCORE, CONFIDENCE, EMBED], state)
         return out

@@ -148,7 +148,8 @@ class ConfidenceTable:
         return self.con.execute(q, [] if split == "all" else [split]).fetchall()
 
     def summary(self) -> dict[str, Any]:
-        """Counts by status, source and split, checkpoints, token score rows, confidence range and IFD."""
+        """Counts by status, source and split, checkpoints, token score rows, confidence (and mean perplexity)
+        range and median, and IFD."""
         q = self.con.execute
         out: dict[str, Any] = {
             "path": str(self.path),
@@ -168,6 +169,8 @@ class ConfidenceTable:
         }
         lo, med, hi = q("SELECT min(confidence), median(confidence), max(confidence) FROM confidence").fetchone()
         out["confidence"] = {"min": lo, "median": med, "max": hi}
+        # The same on the scale the dashboard shows: the mean perplexity over checkpoints (minus the confidence).
+        out["perplexity"] = {"min": _neg(hi), "median": _neg(med), "max": _neg(lo)}
         n_ifd, ifd_median = q("SELECT count(*), median(ifd) FROM ifd").fetchone()
         out["ifd"] = {"examples": n_ifd, "median": ifd_median}
         return out
@@ -180,6 +183,10 @@ class ConfidenceTable:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _neg(x: float | None) -> float | None:
+    return None if x is None else -x
 
 
 def open_table(path: str | Path) -> ConfidenceTable:

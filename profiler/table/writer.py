@@ -76,7 +76,7 @@ IFD_COLUMNS = {
     "ifd": pl.Float64,
 }
 # Meta keys of a part file that describe the part, not the merged run.
-_PART_ONLY_META = ("shard", "shard_complete", "schema_version", "created_at")
+_PART_ONLY_META = ("shard", "shard_complete", "schema_version", "created_at", "command")
 
 
 class ScoreLike(Protocol):
@@ -570,7 +570,7 @@ class TableWriter:
         """Copy the part files of one sharded run into this (new) table, in one transaction.
 
         The first part gives the checkpoints and the run's meta (without the part's own keys: ``shard``,
-        ``shard_complete``, ``schema_version``, ``created_at``); every part gives its examples, scores,
+        ``shard_complete``, ``schema_version``, ``created_at``, ``command``); every part gives its examples, scores,
         embeddings, token scores and texts, and IFD. ``meta.merged_from`` lists the parts. Which parts belong
         together is the caller's check.
         """

@@ -89,6 +89,14 @@ def test_cli_score_info_export(tiny_llama, alpaca_file, chat_file, tmp_path, cap
     assert main(["info", str(out), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["sources"] == {"talk": 2} and info["splits"] == {"confident": 1, "unconfident": 1}
+    assert info["unfinished"] is None
+    # The summary is on the dashboard's scale: the mean perplexity over checkpoints, with the split's median.
+    with open_table(out) as t:
+        ppl = -t.confidence["confidence"]
+    assert info["perplexity"]["median"] == pytest.approx(ppl.median())
+    assert main(["info", str(out)]) == 0
+    line = f"mean perplexity median split at {ppl.median():.4g} (from {ppl.min():.4g} to {ppl.max():.4g})"
+    assert line in capsys.readouterr().out.splitlines()
     assert (
         main(["export", str(out), "--split", "confident", "-o", str(tmp_path / "c.parquet"), "--format", "parquet"])
         == 0

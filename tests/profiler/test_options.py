@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -191,7 +192,7 @@ def _write_rows(path: Path, n: int) -> Path:
     return write_jsonl(path, rows)
 
 
-def test_ctrl_c_during_scoring_exits_130_in_one_line_and_resumes(tiny_llama, tmp_path):
+def test_ctrl_c_during_scoring_exits_130_in_one_line_and_resumes(tiny_llama, tmp_path, capsys):
     from profiler.table import open_table
 
     data = _write_rows(tmp_path / "d.jsonl", 600)
@@ -216,6 +217,12 @@ def test_ctrl_c_during_scoring_exits_130_in_one_line_and_resumes(tiny_llama, tmp
     with open_table(out) as t:
         partial = t.scores.height
     assert 0 < partial < 600
+    # `sftmix info` names the stage it stopped in and the command that resumes it (the one that was cut short).
+    assert main(["info", str(out)]) == 0
+    info = capsys.readouterr().out
+    assert "splits          (none yet)" in info
+    assert f"not finished    scoring has not completed ({partial} of 600 scores); stages done: data\n" in info
+    assert f"to finish it    re-run `sftmix {shlex.join(argv[3:])}`\n" in info
     # The resume completes the table, equal to an uninterrupted run.
     assert subprocess.run(argv + ["--no-progress"], capture_output=True, timeout=300).returncode == 0
     ref = tmp_path / "ref.duckdb"
@@ -227,3 +234,25 @@ def test_ctrl_c_during_scoring_exits_130_in_one_line_and_resumes(tiny_llama, tmp
             b.scores.sort("example_id")["nll_sum"].to_list(), rel=1e-6
         )
         assert a.confidence.sort("example_id")["split"].to_list() == b.confidence.sort("example_id")["split"].to_list()
+
+
+def test_the_packaged_model_is_a_model_name(tiny_llama, alpaca_file, tmp_path, capsys, monkeypatch):
+    """`--model smollm2-135m-instruct` (any case) is the demo's converted checkpoint, resolved in one place."""
+    from profiler import assets
+    from profiler.hf import resolve_model
+    from profiler.table import open_table
+
+    monkeypatch.setattr(assets, "smollm2_checkpoint", lambda: tiny_llama)  # the conversion, done once
+    assert resolve_model("SmolLM2-135M-Instruct") == str(tiny_llama)
+    assert resolve_model("org/model") == "org/model"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "smollm2-135m-instruct").mkdir()  # a directory of that name is read instead
+    assert resolve_model("smollm2-135m-instruct") == "smollm2-135m-instruct"
+    (tmp_path / "smollm2-135m-instruct").rmdir()
+    out = tmp_path / "run.duckdb"
+    argv = ["score", "--model", "smollm2-135m-instruct", "--data", str(alpaca_file), "--out", str(out)]
+    assert main([*argv, "--no-progress", "--no-embed"]) == 0
+    assert f"reference model {tiny_llama}" in capsys.readouterr().out
+    with open_table(out) as t:
+        assert t.meta["score_config"]["model"] == str(tiny_llama)
+        assert t.meta["command"]["argv"] == ["sftmix", *argv, "--no-progress", "--no-embed"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import warnings
 from pathlib import Path
 
 import polars as pl
@@ -93,7 +94,7 @@ def test_full_profile(tiny_llama, tmp_path):
     assert len(changed) > len(base) // 2  # the reference model really trained
 
 
-def test_crash_after_second_checkpoint_resumes_to_the_same_table(tiny_llama, tmp_path, monkeypatch):
+def test_crash_after_second_checkpoint_resumes_to_the_same_table(tiny_llama, tmp_path, monkeypatch, capsys):
     data = dataset(tmp_path)
     ref = run_profile(*configs(tiny_llama, data, tmp_path / "ref.duckdb"))
     crashed = tmp_path / "crash.duckdb"
@@ -115,6 +116,11 @@ def test_crash_after_second_checkpoint_resumes_to_the_same_table(tiny_llama, tmp
     with open_table(crashed) as t:  # the cut-short segment counts, though the stage is not done
         assert "finetune" not in t.meta["stages"] and t.meta["stage_seconds"]["finetune"] > 0
         first_segment = t.meta["stage_seconds"]["finetune"]
+    # A run from Python records no command line: `sftmix info` says which command to re-run.
+    assert main(["info", str(crashed)]) == 0
+    info = capsys.readouterr().out
+    assert "not finished    fine-tuning has not completed; stages done: data\n" in info
+    assert "to finish it    re-run `sftmix profile` with the same --out\n" in info
     run_profile(*configs(tiny_llama, data, crashed))
     assert seen["resume"].endswith("checkpoint-6")
     with open_table(crashed) as t:  # info shows the stage's time over both segments
@@ -139,9 +145,13 @@ def test_crash_after_second_checkpoint_resumes_to_the_same_table(tiny_llama, tmp
 
 def test_lora_profile_scores_adapters(tiny_llama, tmp_path):
     data = dataset(tmp_path)
-    out = run_profile(
-        *configs(tiny_llama, data, tmp_path / "lora.duckdb", lora=True, lora_r=4, keep_checkpoints="last")
-    )
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        out = run_profile(
+            *configs(tiny_llama, data, tmp_path / "lora.duckdb", lora=True, lora_r=4, keep_checkpoints="last")
+        )
+    # Making the adapter (fine-tuning) and loading it (scoring) print no transformers deprecation.
+    assert not [str(w.message) for w in seen if "is_gradient_checkpointing" in str(w.message)]
     dirs = sorted((tmp_path / "lora_checkpoints").glob("checkpoint-*"))
     assert [d.name for d in dirs] == ["checkpoint-8"]  # the others were deleted once scored
     assert (dirs[0] / "adapter_config.json").is_file() and not (dirs[0] / "model.safetensors").exists()

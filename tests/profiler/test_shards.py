@@ -14,6 +14,7 @@ from profiler.config import ScoreConfig, parse_shard
 from profiler.errors import SftmixError, TableError
 from profiler.pipeline import run_score
 from profiler.pipeline.shards import find_parts, in_shard, merge_parts, part_path
+from profiler.table.progress import Unfinished, unfinished
 
 
 def cfg_for(model, data, out, **kw) -> ScoreConfig:
@@ -84,6 +85,12 @@ def test_shards_merge_to_the_unsharded_table(tiny_llama, profile_data, tmp_path)
     assert state(out) == before
     with open_table(out) as t:
         assert t.embeddings["umap_x"].null_count() == 0 and len(t.meta["merged_from"]) == 3
+        # Finished, though its first part's stages end at scoring; a part's command line is not the table's.
+        assert unfinished(t) is None and "command" not in t.meta
+    with open_table(parts[0]) as t:  # `sftmix info` on a finished part says how to go on
+        assert unfinished(t) == Unfinished(
+            "merge", "a part file (shard 0 of 3) not merged yet", ["data", "score"], f"run `sftmix merge {out}`"
+        )
 
 
 def test_missing_unfinished_and_foreign_parts(tiny_llama, profile_data, tmp_path):
@@ -97,6 +104,13 @@ def test_missing_unfinished_and_foreign_parts(tiny_llama, profile_data, tmp_path
         run_score(cfg_for(tiny_llama, profile_data, out, shard="1/3", max_tokens=64), stop_after_batches=1)
     with pytest.raises(TableError, match=r"shard\(s\) \[1\] of 3 did not finish"):
         merge_parts(out)
+    with open_table(part_path(out, 1, 3)) as t:
+        assert unfinished(t) == Unfinished(
+            "score",
+            "scoring has not completed (shard 1 of 3)",
+            ["data"],
+            "re-run its `sftmix score --shard` with the same --out",
+        )
     run_score(cfg_for(tiny_llama, profile_data, out, shard="1/3", max_tokens=64))
     merge_parts(out, projection="none")
     # A part of another run (other max_length) is refused.

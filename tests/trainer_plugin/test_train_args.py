@@ -4,6 +4,9 @@ run resumes to the same weights, logs reach TensorBoard, and bad input stops bef
 from __future__ import annotations
 
 import json
+import shlex
+import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -165,7 +168,10 @@ def test_max_steps_and_lora_from_the_command_line(tiny_llama, profile, tmp_path)
     out = tmp_path / "cli"
     argv = ["train", "--model_name_or_path", str(tiny_llama), "--profile", str(profile[0]), "--output_dir", str(out)]
     argv += ["--per_device_train_batch_size", "4", "--max_steps", "3", "--use_cpu", "--save_strategy", "no"]
-    assert main(argv + ["--lora", "--lora_r", "4", "--logging_steps", "1"]) == 0
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert main(argv + ["--lora", "--lora_r", "4", "--logging_steps", "1"]) == 0
+    assert not [str(w.message) for w in seen if "is_gradient_checkpointing" in str(w.message)]  # peft's, silenced
     state = json.loads((out / "trainer_state.json").read_text())
     assert (out / "adapter_config.json").is_file() and json.loads((out / "adapter_config.json").read_text())["r"] == 4
     saved = json.loads((out / "sftmix_train_config.json").read_text())
@@ -259,3 +265,42 @@ def test_resume_from_a_run_of_other_settings_is_refused(tiny_llama, profile, tmp
     assert "written by a run of other settings (--mu 0.2 there, 0.5 now)" in err
     assert main([*argv, "--resume_from_checkpoint", str(tmp_path)]) == 2
     assert "not a Trainer checkpoint" in capsys.readouterr().err
+
+
+def test_the_readme_trains_the_packaged_model_by_name(tiny_llama, profile, tmp_path, monkeypatch):  # noqa: F811
+    """The README's `sftmix train --model smollm2-135m-instruct ...` line runs as written (another profile and
+    output folder): the name is the packaged model's converted checkpoint, and only the adapter is saved."""
+    from profiler import assets
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8").replace("\\\n", " ")
+    line = next(ln for ln in readme.splitlines() if ln.startswith("sftmix train --model smollm2-135m-instruct"))
+    argv = shlex.split(line)[1:]
+    out = tmp_path / "demo_train"
+    argv[argv.index("--profile") + 1], argv[argv.index("--output_dir") + 1] = str(profile[0]), str(out)
+    monkeypatch.setattr(assets, "smollm2_checkpoint", lambda: tiny_llama)  # the conversion, done once
+    assert main(argv) == 0
+    assert json.loads((out / "sftmix_train_config.json").read_text())["model"] == str(tiny_llama)
+    assert (out / "adapter_model.safetensors").is_file() and not list(out.glob("checkpoint-*"))
+    assert not (out / "model.safetensors").exists()
+
+
+def test_help_shows_the_sftmix_model_and_data_options_first(capsys):
+    assert main(["train", "--help"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "usage: sftmix train --model MODEL --profile PROFILE --output_dir DIR [OPTIONS]"
+    headings = [line for line in lines if line.endswith(":") and not line.startswith(" ")]
+    assert headings == [
+        "options:",
+        "model and data:",
+        "SFTMix:",
+        "evaluation:",
+        "training (the paper's defaults, and the TrainingArguments used most):",
+        "other TrainingArguments (transformers):",
+    ]
+
+    def at(flag: str) -> int:
+        return next(i for i, line in enumerate(lines) if line.lstrip().startswith(flag))
+
+    assert at("--model") < at("--profile") < at("--mixup") < at("--eval-fraction") < at("--max_steps")
+    assert at("--save-strategy") < lines.index("other TrainingArguments (transformers):") < at("--adam_beta1")
+    assert not [line for line in lines if "(default: None)" in line]  # a required or unset option shows no default
