@@ -13,9 +13,11 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from transformers import TrainingArguments
 
+from profiler.hf import PACKAGED_MODEL
 from profiler.options import LR_SCHEDULERS, OptionError, as_list, check_options, option
 
 # The model's parameter dtype at load (--dtype). float32 keeps float32 master weights under --bf16 autocast.
@@ -87,6 +89,11 @@ class SFTMixConfig:
         "batches gather pairs of similar length (the same random pairs, less padding); false: the pairs in the "
         "order they were drawn",
     )
+    padding_free: bool | None = option(
+        None,
+        "run each batch's real tokens packed into one row, no padding computed (default: on under flash "
+        "attention, whose kernel takes packed rows; sdpa and eager give the same loss at no saving)",
+    )
 
     def __post_init__(self) -> None:
         check_options(self)
@@ -97,8 +104,51 @@ class SFTMixTrainingArguments(SFTMixConfig, TrainingArguments):
     """`sftmix train`'s arguments: ``TrainingArguments`` with the paper's defaults, and the SFTMix, model, data and
     evaluation options. Flags are spelled ``--max_steps`` or ``--max-steps``; YAML keys as the field names."""
 
+    # `sftmix train --help`: these headings first, in this order, then every other TrainingArguments field.
+    help_groups: ClassVar[dict[str, tuple[str, ...]]] = {
+        "model and data": (
+            "model",
+            "profile",
+            "output_dir",
+            "data",
+            "template",
+            "max_length",
+            "data_cache_dir",
+            "dataset_num_proc",
+            "dtype",
+            "attn_implementation",
+            "lora",
+            "lora_r",
+        ),
+        "SFTMix": ("mixup", "mu", "alpha", "chunk_tokens", "group_by_length_pairs", "padding_free"),
+        "evaluation": ("eval_fraction", "eval_data", "eval_seed", "eval_strategy"),
+        "training (the paper's defaults, and the TrainingArguments used most)": (
+            "num_train_epochs",
+            "max_steps",
+            "per_device_train_batch_size",
+            "gradient_accumulation_steps",
+            "learning_rate",
+            "weight_decay",
+            "lr_scheduler_type",
+            "warmup_steps",
+            "seed",
+            "bf16",
+            "logging_steps",
+            "save_strategy",
+            "save_steps",
+            "save_total_limit",
+            "resume_from_checkpoint",
+            "report_to",
+            "remove_unused_columns",
+        ),
+    }
+    help_rest: ClassVar[str] = "other TrainingArguments (transformers)"
+
     # --- model and data ---------------------------------------------------------------------------------------------
-    model: str = option(help="target model (directory or hub name)", aliases=("--model_name_or_path",))
+    model: str = option(
+        help=f"target model (directory or hub name; {PACKAGED_MODEL}: the demo's packaged model)",
+        aliases=("--model_name_or_path",),
+    )
     profile: str = option(help="the confidence table from `sftmix profile`")
     output_dir: str = option(help="where checkpoints, the held-out ids and the final model go")
     data: list[str] = option(
@@ -195,6 +245,7 @@ class SFTMixTrainingArguments(SFTMixConfig, TrainingArguments):
             alpha=self.alpha,
             chunk_tokens=self.chunk_tokens,
             group_by_length_pairs=self.group_by_length_pairs,
+            padding_free=self.padding_free,
         )
 
     def resume_settings(self) -> dict:

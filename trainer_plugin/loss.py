@@ -44,7 +44,7 @@ def _mix_ce_sum(
     return (lam * nll_c + (1 - lam) * nll_u).sum()
 
 
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The model inside a DistributedDataParallel (or similar) wrapper."""
     return model.module if hasattr(model, "module") and not hasattr(model, "get_output_embeddings") else model
 
@@ -125,7 +125,7 @@ def sftmix_loss(
     """
     if batch_c["input_ids"].shape[0] != batch_u["input_ids"].shape[0]:
         raise ValueError("batch_c and batch_u must hold the same number of rows (one pair per row)")
-    inner = _unwrap(model)
+    inner = unwrap(model)
     _, head = causal_lm_parts(inner)
     ids, attn, labels = _stack(batch_c, batch_u)
     chunk_tokens = chunk_tokens or head_chunk_tokens(inner, ids.device)
@@ -169,7 +169,7 @@ def row_nll(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Each row's summed response-token NLL (float64) and its number of response tokens, for evaluation: the
     per-token NLL of :func:`profiler.lm_head.token_nll`, as the scorer computes it."""
-    inner = _unwrap(model)
+    inner = unwrap(model)
     _, head = causal_lm_parts(inner)
     ids, labels = batch["input_ids"], batch["labels"]
     attn = batch.get("attention_mask", torch.ones_like(ids))

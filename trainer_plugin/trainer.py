@@ -12,9 +12,11 @@ response NTP loss, token-weighted, overall and per split: ``eval_ntp_loss`` (als
 
 Batches: :class:`trainer_plugin.sampler.PairedSampler`'s random confident/unconfident pairs, dealt into batches of
 pairs of similar length (``group_by_length_pairs``, the default; the lengths are the ``input_ids`` lengths, read from
-the Arrow offsets) or in the order they were drawn. Logged with the loss, per process since the last log:
-``tokens_real`` (tokens that are not padding), ``tokens_padded`` (positions of the padded batches, padding included:
-what the forward computes) and ``padded_fraction`` (``1 - tokens_real / tokens_padded``).
+the Arrow offsets) or in the order they were drawn. With ``padding_free`` (default: on under flash attention) the
+forward runs on each batch's real tokens packed into one row, so no padding is computed at all
+(:func:`trainer_plugin.loss.final_hidden_states`). Logged with the loss, per process since the last log:
+``tokens_real`` (tokens that are not padding), ``tokens_padded`` (positions the forward computes, padding included:
+the real tokens alone when padding-free) and ``padded_fraction`` (``1 - tokens_real / tokens_padded``).
 
 Resume: the lam generator's state is saved in every checkpoint (``sftmix_state.json``) and restored by
 ``train(resume_from_checkpoint=...)``; the paired sampler's batches are a function of (seed, epoch) and the
@@ -40,7 +42,7 @@ from transformers.trainer_utils import EvalPrediction, get_last_checkpoint
 
 from trainer_plugin.config import SFTMixConfig
 from trainer_plugin.data import EvalCollator
-from trainer_plugin.loss import row_nll, sftmix_loss
+from trainer_plugin.loss import row_nll, sftmix_loss, unwrap
 from trainer_plugin.sampler import PairedSampler
 
 STATE_FILE = "sftmix_state.json"
@@ -132,6 +134,22 @@ class SFTMixMixin:
         self._lam_rng = np.random.default_rng(self.args.seed)
         self._mix_items: torch.Tensor | None = None
         self._stats: dict[str, float] = defaultdict(float)
+        self._padding_free: bool | None = None  # resolved from the model at the first step
+
+    def uses_padding_free(self, model) -> bool:
+        """``padding_free`` as set, or (unset) whether the model's attention is a flash kernel, which takes packed
+        rows natively; sdpa and eager keep packed rows apart with a block mask, exact but no cheaper."""
+        if self._padding_free is None:
+            attention = str(getattr(getattr(unwrap(model), "config", None), "_attn_implementation", None) or "")
+            chosen = self.sftmix.padding_free
+            self._padding_free = "flash" in attention if chosen is None else bool(chosen)
+            if chosen and "flash" not in attention:
+                log.warning(
+                    "padding_free with attn_implementation=%r: exact, but this kernel computes the packed rows' "
+                    "full attention; flash attention is what makes it cheaper",
+                    attention,
+                )
+        return self._padding_free
 
     # --- data -------------------------------------------------------------------------------------
     def _get_train_sampler(self, *args, **kwargs):
@@ -209,8 +227,9 @@ class SFTMixMixin:
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         k = inputs["input_ids"].shape[0] // 2
         attn = inputs.get("attention_mask")
-        self._batch_padded = inputs["input_ids"].numel()
-        self._batch_tokens = int(attn.sum()) if attn is not None else self._batch_padded
+        padding_free = self.uses_padding_free(model)
+        self._batch_tokens = int(attn.sum()) if attn is not None else inputs["input_ids"].numel()
+        self._batch_padded = self._batch_tokens if padding_free else inputs["input_ids"].numel()
         batch_c = {key: v[:k] for key, v in inputs.items()}
         batch_u = {key: v[k:] for key, v in inputs.items()}
         lam = float(self._lam_rng.beta(self.sftmix.alpha, self.sftmix.alpha))
@@ -225,6 +244,7 @@ class SFTMixMixin:
             chunk_tokens=self.sftmix.chunk_tokens,
             ntp_denominator=num_items_in_batch,
             mixup_denominator=mix_den,
+            padding_free=padding_free,
         )
         loss = out.loss
         if num_items_in_batch is not None and self.args.average_tokens_across_devices and self.args.world_size > 1:

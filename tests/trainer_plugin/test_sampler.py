@@ -261,3 +261,28 @@ def test_killed_run_resumes_to_the_same_grouped_batches(tiny_llama, profile, tmp
     want_w = dict(whole.model.named_parameters())
     for name, p in resumed.model.named_parameters():
         torch.testing.assert_close(p, want_w[name], atol=1e-6, rtol=0, msg=name)
+
+
+def test_padding_free_trains_the_same_model_on_its_real_tokens(tiny_llama, profile, tmp_path):  # noqa: F811
+    """`padding_free`: each step's forward holds only the batch's real tokens (logged: nothing padded), and the run
+    learns what the padded one does; unset, it follows the attention kernel (off under sdpa)."""
+    from trainer_plugin.train import build_trainer
+
+    kw = dict(per_device_train_batch_size=4, num_train_epochs=1, warmup_steps=0)
+    padded = build_trainer(config(tiny_llama, profile[0], tmp_path / "p", **kw))
+    packed = build_trainer(config(tiny_llama, profile[0], tmp_path / "f", padding_free=True, **kw))
+    assert padded.uses_padding_free(padded.model) is False  # sdpa: no gain, so not by default
+    padded.train()
+    packed.train()
+
+    def logs(trainer):
+        return [h for h in trainer.state.log_history if "loss" in h]
+
+    assert all(h["tokens_padded"] == h["tokens_real"] and h["padded_fraction"] == 0 for h in logs(packed))
+    assert any(h["padded_fraction"] > 0 for h in logs(padded))
+    assert [h["tokens_real"] for h in logs(packed)] == [h["tokens_real"] for h in logs(padded)]
+    for a, b in zip(logs(packed), logs(padded)):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
+    want = dict(padded.model.named_parameters())
+    for name, p in packed.model.named_parameters():
+        torch.testing.assert_close(p, want[name], atol=1e-5, rtol=1e-4, msg=name)
