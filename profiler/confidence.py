@@ -26,7 +26,9 @@ from collections.abc import Sequence
 
 import polars as pl
 
-REGIONS = ("easy-to-learn", "ambiguous", "hard-to-learn")
+from profiler.table.schema import AMBIGUOUS, CONFIDENT, EASY, HARD, REGIONS, UNCONFIDENT
+
+__all__ = ["REGIONS", "compute_confidence"]
 
 
 def compute_confidence(scores: pl.DataFrame, checkpoint_ids: Sequence[int], n_bins: int = 10) -> pl.DataFrame:
@@ -62,7 +64,7 @@ def compute_confidence(scores: pl.DataFrame, checkpoint_ids: Sequence[int], n_bi
     rank = pl.int_range(0, n, dtype=pl.Int64)
     per = per.with_columns(
         rank.alias("rank"),
-        pl.when(rank < n // 2).then(pl.lit("confident")).otherwise(pl.lit("unconfident")).alias("split"),
+        pl.when(rank < n // 2).then(pl.lit(CONFIDENT)).otherwise(pl.lit(UNCONFIDENT)).alias("split"),
         ((n - 1 - rank) * n_bins // max(n, 1)).cast(pl.Int32).alias("quantile_bin"),
     )
     # Divide by -confidence (not mean_ppl) so the float is the one REGION_SQL computes from the stored columns.
@@ -70,10 +72,10 @@ def compute_confidence(scores: pl.DataFrame, checkpoint_ids: Sequence[int], n_bi
     ambiguous = relative.sort(["relative", "example_id"], descending=[True, False]).head(n // 3)["example_id"]
     region = (
         pl.when(pl.col("example_id").is_in(ambiguous.to_list()))
-        .then(pl.lit("ambiguous"))
-        .when(pl.col("split") == "confident")
-        .then(pl.lit("easy-to-learn"))
-        .otherwise(pl.lit("hard-to-learn"))
+        .then(pl.lit(AMBIGUOUS))
+        .when(pl.col("split") == CONFIDENT)
+        .then(pl.lit(EASY))
+        .otherwise(pl.lit(HARD))
     )
     return per.with_columns(region.alias("region")).select(
         "example_id", "confidence", "mean_nll", "variability", "split", "quantile_bin", "rank", "region"

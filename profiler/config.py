@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass
 
 from profiler.assets import PACKAGED_MODEL
+from profiler.data.formats import FORMATS
+from profiler.data.render import TEMPLATES
 from profiler.options import (
     DEVICE_PATTERN,
     DEVICE_TEXT,
@@ -21,8 +23,8 @@ from profiler.options import (
     option,
 )
 
-TEMPLATES = ("auto", "chat", "alpaca")
-RECORD_FORMATS = ("auto", "alpaca", "prompt_completion", "chat", "sharegpt")
+# --format: detected per file (auto), or one of the formats profiler.data.formats reads.
+RECORD_FORMATS = ("auto", *FORMATS)
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 PROJECTIONS = ("auto", "umap", "pca", "none")
 TOKEN_SCORES = ("last", "all", "none")

@@ -21,7 +21,7 @@ import polars as pl
 from profiler.errors import SftmixError
 from profiler.table.db import MAGIC, MAGIC_OFFSET
 from profiler.table.progress import merged_name, unfinished
-from profiler.table.reader import ConfidenceTable, open_table
+from profiler.table.reader import EXPORT_SPLITS, ConfidenceTable, open_table
 from profiler.table.records import CONF_COLUMNS, records_frame, rows_to_records, write_jsonl
 
 __all__ = [
@@ -37,7 +37,7 @@ __all__ = [
     "write_jsonl",
 ]
 
-SPLITS = ("confident", "unconfident", "all")
+SPLITS = EXPORT_SPLITS  # a half of the split, or all
 EXPORT_FORMATS = ("jsonl", "json", "parquet", "hf")
 # The output name's suffix -> format, when no format is given. No suffix (or an existing directory) means hf.
 SUFFIX_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet"}

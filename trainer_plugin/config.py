@@ -17,6 +17,7 @@ from typing import ClassVar
 
 from transformers import TrainingArguments
 
+from profiler.data.render import TEMPLATES
 from profiler.hf import PACKAGED_MODEL
 from profiler.options import LR_SCHEDULERS, OptionError, as_list, check_options, option
 
@@ -155,7 +156,7 @@ class SFTMixTrainingArguments(SFTMixConfig, TrainingArguments):
         default_factory=list,
         help="train on this data (joined to the profile by example id) instead of the profile's copy",
     )
-    template: str = option("auto", "auto, chat or alpaca", choices=("auto", "chat", "alpaca"))
+    template: str = option("auto", "auto (chat template if any), chat or alpaca", choices=TEMPLATES)
     max_length: int = option(2048, "longer examples are truncated", ge=2)
     data_cache_dir: str | None = option(
         None, "folder of the rendered training data, built once for all ranks (default: PROFILE_data beside it)"

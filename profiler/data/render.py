@@ -13,10 +13,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from profiler.config import TEMPLATES
 from profiler.data.formats import Example
 from profiler.errors import DataError, ModelError
 
+# --template: the tokenizer's chat template when it has one (auto), always it (chat), or the Alpaca prompt.
+TEMPLATES = ("auto", "chat", "alpaca")
 ALPACA_SYSTEM = (
     "Below is an instruction that describes a task. Write a response that appropriately completes the request."
 )

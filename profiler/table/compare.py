@@ -14,8 +14,7 @@ from scipy import stats
 
 from profiler.errors import TableError
 from profiler.table.reader import open_table
-
-SPLITS = ("confident", "unconfident")
+from profiler.table.schema import CONFIDENT, SPLITS, UNCONFIDENT
 
 
 @dataclass
@@ -76,7 +75,7 @@ class Comparison:
             f"{'':16}{'B confident':>14}{'B unconfident':>15}",
         ]
         for s in SPLITS:
-            lines.append(f"{'A ' + s:16}{self.agreement[s]['confident']:>14}{self.agreement[s]['unconfident']:>15}")
+            lines.append(f"{'A ' + s:16}{self.agreement[s][CONFIDENT]:>14}{self.agreement[s][UNCONFIDENT]:>15}")
         lines.append(f"flips           {self.flips.height} (largest rank change first)")
         for r in self.flips.head(n_flips).iter_rows(named=True):
             lines.append(

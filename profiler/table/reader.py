@@ -12,9 +12,9 @@ import polars as pl
 
 from profiler.errors import TableError
 from profiler.table.db import connect, fetch_frame, file_kind, stored_schema_version, table_names
-from profiler.table.schema import check_version, has_region_column, missing_tables, view_ddl
+from profiler.table.schema import SPLITS, check_version, has_region_column, missing_tables, view_ddl
 
-EXPORT_SPLITS = ("confident", "unconfident", "all")
+EXPORT_SPLITS = (*SPLITS, "all")
 
 
 class ConfidenceTable:

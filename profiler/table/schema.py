@@ -18,6 +18,11 @@ from profiler.errors import TableError
 
 SCHEMA_VERSION = "1.1"
 
+# The names ``confidence.split`` and ``confidence.region`` hold: the median split's halves, and the data map's
+# regions (profiler.confidence computes both). Every module that names them takes them from here.
+SPLITS = CONFIDENT, UNCONFIDENT = ("confident", "unconfident")
+REGIONS = EASY, AMBIGUOUS, HARD = ("easy-to-learn", "ambiguous", "hard-to-learn")
+
 DDL = """
 CREATE TABLE IF NOT EXISTS meta (
     key VARCHAR PRIMARY KEY,
