@@ -13,7 +13,6 @@ stops its server first and exits with 128 + N (:mod:`dashboard.launch`).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import errno
 import json
 import logging
@@ -57,31 +56,10 @@ def cmd_train(cfg) -> int:
 
 
 def print_info(path: str, as_json: bool = False) -> int:
-    from profiler.table.progress import unfinished
-    from profiler.table.reader import open_table
+    from profiler.table.info import info_json, info_text, table_info
 
-    with open_table(path) as t:
-        s = t.summary()
-        u = unfinished(t, s)
-    if as_json:
-        s["unfinished"] = None if u is None else dataclasses.asdict(u)
-        print(json.dumps(s, indent=2, default=str))
-        return 0
-    p = s["perplexity"]
-    print(f"table           {s['path']} (schema {s['schema_version']}, sftmix {s['sftmix_version']})")
-    print(f"created         {s['created_at']}")
-    print(f"reference model {s['reference_model']}  template: {s['template']}")
-    print(f"examples        {s['examples']}  status: " + ", ".join(f"{k}={v}" for k, v in s["status"].items()))
-    print("sources         " + ", ".join(f"{k}={v}" for k, v in s["sources"].items()))
-    print(f"checkpoints     {s['checkpoints']}  scores: {s['scores']}")
-    print("splits          " + (", ".join(f"{k}={v}" for k, v in s["splits"].items()) or "(none yet)"))
-    if u is not None:
-        print(f"not finished    {u.what}; stages done: {', '.join(u.done) or 'none'}")
-        print(f"to finish it    {u.resume}")
-    if s.get("stage_seconds"):
-        print("stage times     " + ", ".join(f"{k} {v:.1f}s" for k, v in s["stage_seconds"].items()))
-    if p["median"] is not None:  # confidence is minus the mean perplexity over the checkpoints
-        print(f"mean perplexity median split at {p['median']:.4g} (from {p['min']:.4g} to {p['max']:.4g})")
+    info = table_info(path)
+    print(info_json(info) if as_json else info_text(info))
     return 0
 
 

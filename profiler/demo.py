@@ -12,10 +12,10 @@ def run_demo(args: DemoOptions, command: list[str] | None = None) -> int:
     """Profile the sample with the packaged model into ``WORKDIR/run.duckdb``; ``command`` (the command line) is
     recorded in its ``meta``."""
     from profiler.assets import PACKAGED_MODEL, write_demo_data
-    from profiler.cli import print_info
     from profiler.config import FinetuneConfig, ScoreConfig
     from profiler.hf import resolve_model
     from profiler.pipeline import run_profile
+    from profiler.table.info import info_text, table_info
 
     work = Path(args.workdir)
     t0 = time.perf_counter()
@@ -37,7 +37,7 @@ def run_demo(args: DemoOptions, command: list[str] | None = None) -> int:
     t1 = time.perf_counter()
     out = run_profile(score_cfg, ft_cfg, command=command)
     print(f"profiled in {time.perf_counter() - t1:.1f}s\n")
-    print_info(out)
+    print(info_text(table_info(out)))
     if not args.dashboard:
         return 0
     from dashboard.launch import run_dashboard
