@@ -1,6 +1,7 @@
 """What the dashboard's pages read, computed once per table: :data:`dashboard.queries.CACHED` (every example without
 its text, with its map cells; the dynamics' bins; the token-score checkpoints), and the whole-table summaries of the
-pages (:meth:`TableCache.summary`: the overview's counts, the histogram, the hard tokens of all examples).
+pages (:meth:`TableCache.summary`: the overview's counts, the histogram, the hard tokens of all examples, the
+comparison with another table, under that table's content key).
 
 Each part is a relation of ``sftmix_cache``, an in-memory database attached to the reader's connection (so every
 cursor of the reader sees it beside the read views). It is kept on disk, as Parquet beside the table

@@ -394,6 +394,50 @@ def overview(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     }
 
 
+def run_progress(m: dict[str, Any]) -> dict[str, Any]:
+    """Where the run that wrote a table stands, from its meta (:func:`meta`): ``done`` (the stages recorded as
+    finished, in order), ``unfinished`` (those that took time but are not finished: running, or stopped), ``seconds``
+    (each stage's wall time so far), ``embed`` and ``projection`` (the run's settings; None where the meta does not
+    say, as in tables written without a run's config) and ``embed_done`` (whether the embed stage finished; None
+    where no stage is recorded)."""
+    stages = m.get("stages") or {}
+    seconds = m.get("stage_seconds") or {}
+    config = m.get("score_config") or {}
+    return {
+        "done": [k for k, v in stages.items() if v == "done"],
+        "unfinished": [k for k in seconds if stages.get(k) != "done"],
+        "seconds": seconds,
+        "embed": config.get("embed"),
+        "projection": config.get("projection"),
+        "embed_done": (stages.get("embed") == "done") if stages else None,
+    }
+
+
+def stage_times(progress: dict[str, Any]) -> str:
+    """The overview's line of stage times: the finished stages' times, then the unfinished ones by name (a stage's
+    time is recorded when it ends, so a running one has none yet); "" where no stage has a time."""
+    done = [f"{k} {v:,.1f}s" for k, v in progress["seconds"].items() if k not in progress["unfinished"]]
+    text = "Stage times: " + ", ".join(done) if done else ""
+    if progress["unfinished"]:
+        text += (" · " if text else "") + "not finished yet: " + ", ".join(progress["unfinished"])
+    return text
+
+
+def no_map_reason(progress: dict[str, Any]) -> str:
+    """Why a profile shows no semantic map: not asked for (``--no-embed``, ``--projection none``), or not there yet
+    (the run's embed stage has not finished: the embeddings come with the last checkpoint's scores)."""
+    if progress["embed"] is False:
+        return "This profile has no embedding map: it was profiled with --no-embed."
+    if progress["projection"] == "none":
+        return "This profile has no embedding map: it was profiled with --projection none."
+    if progress["embed_done"] is False:
+        return (
+            "Not embedded yet: the embedding comes with the last checkpoint's scoring, and the map is drawn when "
+            "the scoring ends."
+        )
+    return "This profile has no embedding map (profiled with --no-embed or --projection none)."
+
+
 def status_counts(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     rel, _ = _points(con)
     return fetch_frame(con, f"SELECT status, count(*) AS examples FROM {rel} GROUP BY 1 ORDER BY 2 DESC, 1")

@@ -103,6 +103,12 @@ def overview(path: str) -> dict:
 
 
 @_by_content()
+def progress(path: str) -> dict:
+    """Where the run that wrote the table stands (:func:`dashboard.queries.run_progress`), from its meta."""
+    return queries.run_progress(queries.meta(table(path).cursor()))
+
+
+@_by_content()
 def status_counts(path: str) -> pl.DataFrame:
     return _summary(path, "status_counts", queries.status_counts)
 
@@ -252,16 +258,91 @@ def hard_tokens(path: str, flt: Filter, min_count: int, limit: int) -> tuple[pl.
     return queries.rank_hard_tokens(totals, info, min_count=min_count, limit=limit)
 
 
-@st.cache_data(show_spinner=False)
-def comparison(a: str, b: str):
-    from profiler.table.compare import compare_tables
+@st.cache_data(show_spinner=False, max_entries=4)
+def _comparison(a: str, b: str, key_a: str, key_b: str):
+    """:func:`profiler.table.compare.compare_tables` of ``a`` and ``b``, kept beside ``a`` by its cache (under
+    ``b``'s content key: its scalars as JSON, its frames as Parquet), so the next server on the same two tables
+    reads it instead of comparing again."""
+    from profiler.table import compare
 
-    return compare_tables(a, b)
+    computed = functools.cache(lambda: compare.compare_tables(a, b))  # once, for every part kept
+    kept = table_cache(a)
+    name = f"compare_{key_b}"
+    numbers = kept.summary(
+        name,
+        lambda: {k: getattr(computed(), k) for k in ("n_a", "n_b", "same_data", "spearman", "kendall", "agreement")},
+    )
+    joined = kept.summary(f"{name}_joined", lambda: computed().joined)
+    flips = kept.summary(f"{name}_flips", lambda: computed().flips)
+    return compare.Comparison(a=a, b=b, joined=joined, flips=flips, **numbers)
+
+
+def comparison(a: str, b: str):
+    """The comparison of the tables ``a`` and ``b``, keyed by both tables' content (:func:`_comparison`)."""
+    return _comparison(a, b, table_cache(a).key, table_cache(b).key)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
+def _compare_density(a: str, b: str, key_a: str, key_b: str, cells_per_axis: int):
+    return queries.compare_density(_comparison(a, b, key_a, key_b).joined, cells_per_axis)
+
+
 def compare_density(a: str, b: str, cells_per_axis: int):
-    return queries.compare_density(comparison(a, b).joined, cells_per_axis)
+    return _compare_density(a, b, table_cache(a).key, table_cache(b).key, cells_per_axis)
+
+
+# --- the explorer's table ---------------------------------------------------------------------------------------
+# The explorer's table fits the page: the id, the sort key, split and source, then the prompt and the response, wrapped
+# over a few lines, share the rest of TABLE_WIDTH (the page's width in a window 1,400 pixels wide with the sidebar
+# open; a wider page widens every column). The other columns are hidden: the table's column menu (its toolbar's eye)
+# shows them.
+TABLE_WIDTH = 860  # pixels
+WIDTHS = {"example_id": 140, "split": 95, "source": 100, "region": 110, "status": 120}
+NUMBER_WIDTH = 85  # pixels: rank, confidence, variability, mean NLL, IFD
+TEXT_SHARE = {"prompt": 0.42, "response": 0.58}  # of what the other shown columns leave
+SHOWN = ("example_id", "split", "source", "prompt", "response")  # and the sort key
+NUMBER_FORMATS = {
+    "rank": "{:,}",
+    "confidence": "{:.4g}",
+    "variability": "{:.4g}",
+    "mean_nll": "{:.4g}",
+    "ifd": "{:.3f}",
+}
+
+
+def table_columns(columns: list[str], sort: str, texted: set[str] = frozenset()) -> tuple[list[str], dict]:
+    """The table's column order (the id, the sort key, split, source, prompt, response, then the others) and
+    configuration: a width for each column, those of :data:`SHOWN` and the sort key adding up to
+    :data:`TABLE_WIDTH`, and the others hidden; the numbers shown as text (``texted``, :func:`dashed`) right-aligned."""
+    order = [
+        c
+        for c in dict.fromkeys(["example_id", sort, "split", "source", "prompt", "response", *columns])
+        if c in columns
+    ]
+    shown = {c for c in order if c in SHOWN or c == sort}
+    width = {c: WIDTHS.get(c, NUMBER_WIDTH) for c in order if c not in TEXT_SHARE}
+    rest = TABLE_WIDTH - sum(w for c, w in width.items() if c in shown)
+    width.update({c: int(rest * share) for c, share in TEXT_SHARE.items()})
+    config = {}
+    for c in order:  # (Column takes no "hidden": it is a key of the configuration it returns)
+        config[c] = {
+            **st.column_config.Column(
+                c, width=width[c], pinned=c == "example_id" or None, alignment="right" if c in texted else None
+            ),
+            "hidden": c not in shown,
+        }
+    return order, config
+
+
+def dashed(rows: pl.DataFrame) -> tuple[pl.DataFrame, set[str]]:
+    """The table's rows for display, "-" where a number is missing (an example not scored yet), not "None" (what the
+    table draws for a missing value, whatever a Styler says): a number column with a missing value on this page is
+    shown as text (right-aligned, as numbers are); and the names of those columns."""
+    texted = {c for c in NUMBER_FORMATS if c in rows.columns and rows[c].null_count()}
+    shown = rows.with_columns(
+        rows[c].map_elements(NUMBER_FORMATS[c].format, return_dtype=pl.Utf8).fill_null("-") for c in texted
+    )
+    return shown, texted
 
 
 # --- the global filter ----------------------------------------------------------------------------------------

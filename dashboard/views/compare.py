@@ -4,10 +4,15 @@ perplexity, as the data map: every common example in the density layer, a sample
 import streamlit as st
 
 from dashboard import figures, queries, state
+from profiler.errors import TableError
 
 a, b = state.table_path(), state.compare_path()
 st.title("Compare two profiles")
-cmp = state.comparison(a, b)
+try:
+    cmp = state.comparison(a, b)
+except TableError as e:  # a profile not scored yet, say, or two of different data
+    st.info(str(e))
+    st.stop()
 name_a, name_b = queries.table_labels(a, b)
 st.caption(f"A = {a} · B = {b}" + ("" if cmp.same_data else " · the datasets differ: common examples only"))
 cols = st.columns(4)

@@ -22,8 +22,9 @@ def _fmt(value, spec: str = ".4g") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def token_view(path: str, example_id: str, status: str, mark: str) -> None:
-    """The response shaded token by token; a hint where the profile or the example has no token scores."""
+def token_view(path: str, example_id: str, status: str, mark: str, scored: bool = True) -> None:
+    """The response shaded token by token; a hint where the profile or the example has no token scores. An example
+    with token scores but no confidence yet (``scored`` false: a profile still scoring) says so first."""
     if state.token_checkpoints(path).is_empty():
         st.info("This profile has no token scores. " + TOKEN_SCORES_HINT)
         return
@@ -38,6 +39,12 @@ def token_view(path: str, example_id: str, status: str, mark: str) -> None:
     cps = data["checkpoints"]
     ids = cps["checkpoint_id"].to_list()
     labels = {r["checkpoint_id"]: queries.checkpoint_label(**r) for r in cps.iter_rows(named=True)}
+    if not scored:
+        have = ", ".join(f"checkpoint {queries.checkpoint_number(c)}" for c in ids)
+        st.caption(
+            "This example's confidence, split and rank are not written yet (they come when the profile's scoring "
+            f"ends); its token NLLs at {have} are: shaded below."
+        )
     can_change = first != last and first in nll and last in nll
     modes = ["NLL at a checkpoint"] + (["What the reference learned (last − first checkpoint)"] if can_change else [])
     # A choice is offered only where there is one: the shading (with token scores at the first and last checkpoint)
@@ -93,23 +100,22 @@ rows, _ = state.explore(path, flt, sort, descending, page_size, (page_no - 1) * 
 st.caption(f"{total:,} examples match the filter · page {page_no} of {n_pages}")
 if rows["ifd"].null_count() == rows.height:
     rows = rows.drop("ifd")  # a profile without IFD (older, or --no-ifd)
-# The text columns come right after the id and the sort key, wide and wrapped over a few lines (a cell opens whole
-# when clicked; the detail below shows the example in full).
-order = list(dict.fromkeys(["example_id", sort, "split", "source", "prompt", "response", *rows.columns]))
+shown, texted = state.dashed(rows)
+order, config = state.table_columns(rows.columns, sort, texted)
 st.dataframe(
-    rows,
+    shown,
     hide_index=True,
     width="stretch",
     height=min(TABLE_HEIGHT, HEADER_HEIGHT + ROW_HEIGHT * max(rows.height, 1)),
     row_height=ROW_HEIGHT,
-    column_order=[c for c in order if c in rows.columns],
-    column_config={
-        "example_id": st.column_config.TextColumn("example_id", pinned=True),
-        "prompt": st.column_config.TextColumn("prompt", width="large"),
-        "response": st.column_config.TextColumn("response", width="large"),
-    },
+    column_order=order,
+    column_config=config,
 )
-st.caption("Click a cell to read it whole; pick an example below to see it in full.")
+hidden = [c for c in order if config[c]["hidden"]]
+st.caption(
+    "Click a cell to read it whole; pick an example below to see it in full."
+    + (f" The table's toolbar (its eye) shows the other columns: {', '.join(hidden)}." if hidden else "")
+)
 if rows.height:
     labels = {r["example_id"]: f"{r['example_id'][:16]} · {r['prompt'][:70]}" for r in rows.iter_rows(named=True)}
     chosen = st.selectbox("Example", list(labels), format_func=labels.get, key="ex_pick")
@@ -126,7 +132,7 @@ if rows.height:
         st.warning(detail["status_detail"])
     tab_tokens, tab_messages, tab_scores = st.tabs(["Response tokens", "Messages", "Scores per checkpoint"])
     with tab_tokens:
-        token_view(path, chosen, detail["status"], flt.token)
+        token_view(path, chosen, detail["status"], flt.token, scored=detail["confidence"] is not None)
     with tab_messages:
         for m in detail["messages"] or []:
             role = m["role"]

@@ -23,10 +23,17 @@ min_count = c1.number_input(
 limit = c2.number_input("Tokens listed", 5, 1_000, 50, step=5, key="ht_n")
 table, info = state.hard_tokens(path, flt, int(min_count), int(limit))
 checkpoint = queries.checkpoint_label(info["checkpoint_id"], info["step"])
+matching = state.count(path, flt)
+# Where only some of the filtered examples have token scores (a profile still scoring, say), both counts.
+whose = (
+    f"the {info['examples']:,} examples that match the filter"
+    if info["examples"] >= matching
+    else f"the {info['examples']:,} examples with token scores among the {matching:,} that match the filter"
+)
 st.caption(
     f"Mean NLL of each token at {checkpoint} (the last with token scores), over {info['tokens']:,} response "
-    f"tokens of the {info['examples']:,} examples that match the filter · {info['kept']:,} of "
-    f"{info['distinct']:,} distinct tokens seen at least {int(min_count):,} times."
+    f"tokens of {whose} · {info['kept']:,} of {info['distinct']:,} distinct tokens seen at least "
+    f"{int(min_count):,} times."
 )
 st.caption(
     "Tokens are grouped by their text with the surrounding whitespace trimmed (a token of whitespace alone shows "

@@ -3,7 +3,7 @@ split and the quantile bins, the split per source."""
 
 import streamlit as st
 
-from dashboard import figures, state
+from dashboard import figures, queries, state
 
 path = state.table_path()
 ov = state.overview(path)
@@ -29,8 +29,15 @@ else:
         + ". See the data map."
     )
 breakdown = state.source_breakdown(path)
+scored = ov["median_confidence"] is not None
+if not scored:  # nothing is split yet: no split sizes, shares or medians to show (they would read 0% and None)
+    breakdown = breakdown.select("source", "examples", "scored")
+else:  # a source none of whose examples is scored has no median: "-", not "None"
+    breakdown = breakdown.with_columns(
+        breakdown["median_confidence"].map_elements(lambda v: format(v, ".4g"), return_dtype=str).fill_null("-")
+    )
 # The sources table gets the page's width (in half of it, its last columns were cut off), the status table beside
-# the split-by-source bars.
+# the split-by-source bars (once there is a split).
 st.subheader("Sources")
 st.dataframe(
     breakdown,
@@ -41,17 +48,22 @@ st.dataframe(
         "share_confident": st.column_config.NumberColumn(
             "share confident", format="percent", help="confident / scored examples"
         ),
-        "median_confidence": st.column_config.NumberColumn(
-            "median confidence", format="%.4g", help="minus the median of the examples' mean perplexity"
+        "median_confidence": st.column_config.TextColumn(
+            "median confidence",
+            help="minus the median of the examples' mean perplexity ('-': none scored)",
+            alignment="right",
         ),
     },
 )
-left, right = st.columns([1, 2]) if breakdown.height > 1 else (st.container(), None)
+if not scored:
+    st.caption("The split per source comes with the confidence, when the profile has finished scoring.")
+left, right = st.columns([1, 2]) if breakdown.height > 1 and scored else (st.container(), None)
 with left:
     st.subheader("Status")
     st.dataframe(state.status_counts(path), hide_index=True, width="stretch")
 if right is not None:
     with right:
         st.plotly_chart(figures.source_bars(breakdown), width="stretch")
-if ov["stage_seconds"]:
-    st.caption("Stage times: " + ", ".join(f"{k} {v:.1f}s" for k, v in ov["stage_seconds"].items()))
+times = queries.stage_times(state.progress(path))
+if times:
+    st.caption(times)

@@ -5,7 +5,7 @@ from dataclasses import replace
 
 import streamlit as st
 
-from dashboard import figures, state
+from dashboard import figures, queries, state
 
 path = state.table_path()
 flt = state.current_filter()
@@ -14,7 +14,7 @@ own = replace(flt, ids=None, shape=None if shape is not None and shape.space == 
 ov = state.overview(path)
 st.title("Semantic map")
 if not ov["embedded"]:
-    st.info("This profile has no embedding map (profiled with --no-embed or --projection none).")
+    st.info(queries.no_map_reason(state.progress(path)))
     st.stop()
 colors = ["split", "region", "source", "confidence"] + (["ifd"] if ov["with_ifd"] else [])
 c1, c2 = st.columns([3, 2])

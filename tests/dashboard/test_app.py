@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from benchmarks.synthetic import write_synthetic_profile
 from dashboard import COMPARE_ENV, TABLE_ENV, queries
 from dashboard.queries import token_key
 from tests.conftest import N_BAD, N_CHAT, N_FAQ
-from tests.dashboard.conftest import LONG_ID, N_INJECT, SCRIPT
+from tests.dashboard.conftest import LONG_ID, N_INJECT, N_TOKEN_SCORED, N_UNFINISHED, SCRIPT
 from tests.dashboard.test_readable import MIN_COLOUR_GAP, colour_gaps, lab
 from tests.dashboard.test_tokens import (
     TITLE_CHANGE,
@@ -56,6 +57,12 @@ def metrics(at: AppTest) -> dict[str, str]:
 
 def captions(at: AppTest) -> str:
     return "\n".join(c.value for c in at.caption)
+
+
+def numbers(column) -> list[float]:
+    """A column of the explorer's table as numbers, its missing values left out (a page with one shows its numbers
+    as text, "-" where missing)."""
+    return [float(v) for v in column if v is not None and v == v and v != "-"]
 
 
 def test_overview(monkeypatch, small_profile):
@@ -180,11 +187,12 @@ def test_explorer_filters_sort_detail_and_sql_search(monkeypatch, small_profile)
     at = goto(app(monkeypatch, small_profile), "explorer")
     assert f"{N_OK + N_BAD} examples match the filter" in captions(at)
     table = at.dataframe[0].value
-    assert list(table["rank"][:N_OK]) == list(range(N_OK))  # sorted by rank, unscored last
+    # Sorted by rank, unscored last; the page holds an unscored row, so its numbers read "-" there, not "None".
+    assert list(table["rank"][: N_OK + 1]) == [str(r) for r in range(N_OK)] + ["-"]
     assert metrics(at)["Split"] == "confident" and metrics(at)["Rank"] == "0"
     at.selectbox(key="ex_sort").set_value("confidence").run()
     at.toggle(key="ex_desc").set_value(True).run()
-    conf = list(at.dataframe[0].value["confidence"].dropna())
+    conf = numbers(at.dataframe[0].value["confidence"])
     assert conf == sorted(conf, reverse=True)
     at.sidebar.multiselect(key="f_splits").set_value(["unscored"]).run()
     assert f"{N_BAD} examples match the filter" in captions(at)
@@ -201,14 +209,17 @@ def test_explorer_filters_sort_detail_and_sql_search(monkeypatch, small_profile)
 
 
 def test_explorer_table_wraps_the_prompt_and_response_and_numbers_checkpoints_from_1(monkeypatch, small_profile):
-    """The prompt and the response come right after the id and the sort key, in wide columns whose text wraps over
-    a few lines (Streamlit wraps text in rows taller than 4rem = 64px); the scores per checkpoint count from 1."""
+    """The prompt and the response come right after the id, the sort key, split and source, in the widest columns,
+    whose text wraps over a few lines (Streamlit wraps text in rows taller than 4rem = 64px); the scores per
+    checkpoint count from 1."""
     at = goto(app(monkeypatch, small_profile), "explorer")
     table = at.dataframe[0]
     assert table.proto.row_height > 64
     assert list(table.proto.column_order)[:6] == ["example_id", "rank", "split", "source", "prompt", "response"]
     config = json.loads(table.proto.columns)
-    assert config["prompt"]["width"] == "large" and config["response"]["width"] == "large"
+    # The widest columns (the table fits the page: test_explorer_table_fits_the_page).
+    others = [config[c]["width"] for c in table.proto.column_order if c not in ("prompt", "response")]
+    assert min(config["prompt"]["width"], config["response"]["width"]) > max(others)
     at.selectbox(key="ex_sort").set_value("ifd").run()
     assert list(at.dataframe[0].proto.column_order)[:3] == ["example_id", "ifd", "split"]
     scores = at.dataframe[1].value  # the scores per checkpoint, 1-based as the CLI counts them
@@ -346,7 +357,7 @@ def test_explorer_token_view_shows_escaped_tokens_their_nll_and_the_change(monke
     at.selectbox(key="ex_sort").set_value("ifd").run()
     at.toggle(key="ex_desc").set_value(True).run()
     table = at.dataframe[0].value
-    assert list(table["ifd"].dropna()) == pytest.approx(sorted(ifd.values(), reverse=True))
+    assert numbers(table["ifd"]) == pytest.approx(sorted(ifd.values(), reverse=True), abs=5e-4)
 
 
 def test_hard_tokens_page_ranks_tokens_and_filters_the_explorer(monkeypatch, token_profile):
@@ -439,3 +450,147 @@ def test_a_2000_token_response_renders_within_1s(monkeypatch, long_profile):
     assert len(parse_token_html(at.html[0].value).spans) == 2000
     print(f"2,000-token explorer page: NLL view {t_nll:.2f}s, change view {t_change:.2f}s")
     assert t_nll < 1.0 and t_change < 1.0
+
+
+# --- a profile still being scored ------------------------------------------------------------------------------
+def test_overview_of_an_unfinished_profile(monkeypatch, unfinished_profile):
+    """Nothing has a confidence yet: no split-by-source chart (it was drawn empty, on a -1 to 1 axis), no split
+    columns in the sources table (they read 0% and None), and the stage times only of the finished stages, the
+    score stage named as not finished (it read "score 0.0s")."""
+    at = app(monkeypatch, unfinished_profile)
+    assert metrics(at)["Scored"] == "0" and "No confidence yet" in at.info[0].value
+    assert not at.get("plotly_chart")  # neither the histogram nor the split by source
+    sources = at.dataframe[0].value
+    assert list(sources.columns) == ["source", "examples", "scored"] and set(sources["scored"]) == {0}
+    assert "The split per source comes with the confidence" in captions(at)
+    assert "Stage times: data 2.4s, finetune 1,810.2s · not finished yet: score" in captions(at)
+    assert "score 0.0s" not in captions(at)
+
+
+def test_a_finished_overview_shows_every_stage_time_and_medians_as_text(monkeypatch, small_profile):
+    at = app(monkeypatch, small_profile)
+    times = next(c.value for c in at.caption if c.value.startswith("Stage times"))
+    assert "not finished" not in times and all(f"{s} " in times for s in ("data", "finetune", "score", "embed"))
+    sources = at.dataframe[0].value
+    assert "-" not in list(sources["median_confidence"]) and all(float(v) < 0 for v in sources["median_confidence"])
+    assert len(at.get("plotly_chart")) == 2  # the histogram and the split by source
+
+
+def _with_meta(src: Path, dest: Path, **values) -> Path:
+    shutil.copy(src, dest)
+    con = duckdb.connect(str(dest))
+    for key, value in values.items():
+        con.execute("UPDATE meta SET value = ? WHERE key = ?", [json.dumps(value), key])
+    con.close()
+    return dest
+
+
+@pytest.mark.parametrize(
+    ("config", "stages", "says"),
+    [
+        (None, None, "Not embedded yet: the embedding comes with the last checkpoint's scoring"),
+        ({"embed": False, "projection": "auto"}, "done", "it was profiled with --no-embed"),
+        ({"embed": True, "projection": "none"}, "done", "it was profiled with --projection none"),
+    ],
+)
+def test_semantic_map_tells_not_embedded_yet_from_not_asked_for(
+    monkeypatch, unfinished_profile, tmp_path, config, stages, says
+):
+    """The run's meta tells a profile that is not embedded yet (its embed stage not finished) from one profiled
+    without an embedding or a map."""
+    table = unfinished_profile
+    if config is not None:
+        done = dict.fromkeys(["data", "finetune", "score", "confidence", "embed"], stages)
+        table = _with_meta(unfinished_profile, tmp_path / "run.duckdb", score_config=config, stages=done)
+    at = goto(app(monkeypatch, table), "semantic_map")
+    assert says in at.info[0].value
+    if config is not None:
+        assert "yet" not in at.info[0].value
+
+
+def test_explorer_of_an_unfinished_profile(monkeypatch, unfinished_profile):
+    """Unscored examples read "-" for their rank and scores (not "None"); one with token NLLs already says that its
+    scores are not written yet while its token NLLs are, and shows them."""
+    at = goto(app(monkeypatch, unfinished_profile), "explorer")
+    table = at.dataframe[0].value
+    assert set(table["rank"]) == {"-"} and set(table["confidence"]) == {"-"}
+    assert metrics(at)["Rank"] == "-" and metrics(at)["Confidence"] == "-"
+    with_tokens = next(e for e in table["example_id"] if e.endswith("1"))  # the first usable one: token scored
+    at.selectbox(key="ex_pick").set_value(with_tokens).run()
+    assert metrics(at)["Split"] == "unscored" and len(at.html) == 1
+    assert (
+        "This example's confidence, split and rank are not written yet (they come when the profile's scoring ends); "
+        "its token NLLs at checkpoint 3 are: shaded below."
+    ) in captions(at)
+
+
+@pytest.mark.parametrize("sort", queries.SORTABLE)
+def test_explorer_table_fits_the_page(monkeypatch, small_profile, sort):
+    """The response was cut off at the page's right edge (the columns were wider than the page): every column has a
+    width, those shown (the id, the sort key, split, source, prompt and response) add up to the page's width in a
+    1,400-pixel window at most, the others are hidden (the table's column menu shows them)."""
+    from dashboard.state import TABLE_WIDTH
+
+    at = goto(app(monkeypatch, small_profile), "explorer")
+    at.selectbox(key="ex_sort").set_value(sort).run()
+    table = at.dataframe[0]
+    config = json.loads(table.proto.columns)
+    order = list(table.proto.column_order)
+    shown = [c for c in order if not config[c].get("hidden")]
+    assert shown[:2] == ["example_id", sort] or sort not in order
+    assert {"example_id", "split", "source", "prompt", "response"} <= set(shown)
+    assert all(isinstance(config[c]["width"], int) for c in order)
+    assert TABLE_WIDTH - 10 <= sum(config[c]["width"] for c in shown) <= TABLE_WIDTH
+    assert min(config[c]["width"] for c in ("prompt", "response")) >= 150  # room for the text to wrap
+    assert set(order) - set(shown) <= {"region", "confidence", "variability", "mean_nll", "ifd", "rank", "status"}
+
+
+def test_hard_tokens_of_an_unfinished_profile_counts_both(monkeypatch, unfinished_profile):
+    at = goto(app(monkeypatch, unfinished_profile), "hard_tokens")
+    n = N_UNFINISHED
+    assert f"of the {N_TOKEN_SCORED} examples with token scores among the {n} that match the filter" in captions(at)
+
+
+def test_a_second_server_reads_the_comparison_kept_beside_the_table(
+    monkeypatch, small_profile, other_profile, tmp_path
+):
+    """The comparison is kept in the dashboard's cache beside table A, keyed by both tables' content: a new server
+    (Streamlit's caches cleared) on the same two tables reads it instead of comparing again; another table B is
+    compared again."""
+    import streamlit as st
+
+    from profiler.table import compare
+
+    a, b = tmp_path / "a" / "run.duckdb", tmp_path / "b" / "run.duckdb"
+    for src, dest in ((small_profile, a), (other_profile, b)):
+        dest.parent.mkdir()
+        shutil.copy(src, dest)
+    calls = []
+    real = compare.compare_tables
+
+    def counted(x, y):
+        calls.append((x, y))
+        if len(calls) > 1:
+            raise AssertionError("compared again")
+        return real(x, y)
+
+    monkeypatch.setattr(compare, "compare_tables", counted)
+    first = metrics(goto(app(monkeypatch, a, b), "compare"))
+    assert len(calls) == 1 and first["Common examples"] == str(N_OK)
+    st.cache_data.clear()
+    st.cache_resource.clear()  # a new server: only what is kept beside the table remains
+    at = goto(app(monkeypatch, a, b), "compare")
+    assert metrics(at) == first and len(calls) == 1
+    assert "examples change split" in at.subheader[0].value
+    # Another B (another content key): compared again.
+    c = tmp_path / "c" / "run.duckdb"
+    c.parent.mkdir()
+    shutil.copy(other_profile, c)
+    calls.clear()
+    goto(app(monkeypatch, a, c), "compare")
+    assert len(calls) == 1
+
+
+def test_compare_page_with_a_profile_not_scored_yet(monkeypatch, small_profile, unfinished_profile):
+    at = goto(app(monkeypatch, small_profile, unfinished_profile), "compare")
+    assert "has no confidence yet" in at.info[0].value

@@ -167,13 +167,19 @@ def test_dashboard_in_chromium(server, browser, tmp_path):
     assert "Error" not in body and "Traceback" not in body
     browser.get(server + "/explorer")
     wait_for_text(browser, "31 examples match the filter")
+    # The explorer's table fits the page (its response column was cut off at the right edge).
+    content, shown = until(browser, lambda d: (widths := grid_widths(d, "Explorer", "h1")) and widths[0] > 0 and widths)
+    assert content <= shown + 1, (content, shown)
+    screenshot(browser, "dashboard_explorer.png", tmp_path)
     print(f"first page rendered in {first_page:.1f}s")
 
 
-def grid_widths(driver, heading: str) -> tuple[int, int] | None:
-    """(content width, visible width) in pixels of the grid of the first table after the heading ``heading``;
-    None until it is drawn."""
-    table = driver.find_element(By.XPATH, f"//h3[contains(., '{heading}')]/following::*[@data-testid='stDataFrame']")
+def grid_widths(driver, heading: str, level: str = "h3") -> tuple[int, int] | None:
+    """(content width, visible width) in pixels of the grid of the first table after the heading ``heading`` (an
+    ``h3``, or another ``level``); None until it is drawn."""
+    table = driver.find_element(
+        By.XPATH, f"//{level}[contains(., '{heading}')]/following::*[@data-testid='stDataFrame']"
+    )
     return driver.execute_script(
         "const s = arguments[0].querySelector('.dvn-scroller'); return s && [s.scrollWidth, s.clientWidth];", table
     )
