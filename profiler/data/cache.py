@@ -457,6 +457,23 @@ class RenderedData:
             if chunk[-1] - chunk[0] == len(chunk) - 1:  # a run of rows
                 part = table.slice(int(chunk[0]), len(chunk))
             else:
-                part = table.take(pa.array(chunk))
+                part = _take(table, chunk)
             part = part.append_column("row_index", pa.array(chunk, pa.int64()))
             yield from part.select(list(columns)).combine_chunks().to_batches()
+
+
+# Rows per slice that a take reads from: Arrow's take concatenates the chunks it reads, and a string column's
+# offsets are 32-bit, so a take over a million rows' texts (a shard's rows, spread over the whole cache) overflows
+# at 2 GiB. A slice of this many rows stays far below that (texts of up to ~40 KB a row).
+TAKE_SPAN = 50_000
+
+
+def _take(table: pa.Table, rows: np.ndarray) -> pa.Table:
+    """``table.take(rows)`` (rows ascending), each part from a slice of at most :data:`TAKE_SPAN` rows."""
+    parts, start = [], 0
+    while start < len(rows):
+        lo = int(rows[start])
+        end = int(np.searchsorted(rows, lo + TAKE_SPAN, side="left"))
+        parts.append(table.slice(lo, TAKE_SPAN).take(pa.array(rows[start:end] - lo)))
+        start = end
+    return pa.concat_tables(parts)

@@ -190,3 +190,31 @@ def test_cache_dir_sits_beside_the_table(tmp_path):
     assert default_cache_root(tmp_path / "run.duckdb") == tmp_path / "run_data"
     assert default_cache_root(tmp_path / "run.part-3-of-8.duckdb") == tmp_path / "run_data"
     assert default_cache_root("x/y.duckdb") == Path("x/y_data")
+
+
+def test_a_shards_rows_are_taken_a_slice_at_a_time(renderer, tmp_path, monkeypatch):
+    """A shard's rows, spread over the whole cache, are read from bounded slices (a take over a million rows'
+    texts overflows Arrow's 32-bit string offsets), and come out as the plain take would give them."""
+    import pyarrow as pa
+
+    path = write_jsonl(tmp_path / "d.jsonl", _rows(40))
+    data = render_dataset([("d", str(path))], renderer, tmp_path / "c")
+    rows = np.array([0, 2, 3, 9, 10, 11, 25, 26, 39])
+    monkeypatch.setattr(cache_mod, "TAKE_SPAN", 4)  # slices of 4 rows: [0, 2, 3], [9, 10, 11], [25, 26], [39]
+    got = pa.Table.from_batches(list(data.example_batches(rows, list(EXAMPLE_COLUMNS))))
+    want = data.table.select([c for c in EXAMPLE_COLUMNS if c != "row_index"]).take(pa.array(rows))
+    assert got.column("row_index").to_pylist() == rows.tolist()
+    for c in want.column_names:
+        assert got.column(c).to_pylist() == want.column(c).to_pylist(), c
+
+    class Recorded:  # the slices the take reads from
+        def __init__(self, table):
+            self.table, self.calls = table, []
+
+        def slice(self, *a):
+            self.calls.append(a)
+            return self.table.slice(*a)
+
+    table = Recorded(data.table)
+    cache_mod._take(table, rows)
+    assert table.calls == [(0, 4), (9, 4), (25, 4), (39, 4)]
