@@ -26,9 +26,10 @@ import polars as pl
 
 from profiler.table.db import fetch_frame
 from profiler.table.records import records_frame, rows_to_records, write_jsonl
+from profiler.table.schema import REGIONS, SPLITS
 
-SPLIT_NAMES = ("confident", "unconfident", "unscored")  # 'unscored': rows with no confidence (bad rows, say)
-REGION_NAMES = ("easy-to-learn", "ambiguous", "hard-to-learn")  # cartography regions (profiler.confidence)
+SPLIT_NAMES = (*SPLITS, "unscored")  # 'unscored': rows with no confidence (bad rows, say)
+REGION_NAMES = REGIONS  # cartography regions (profiler.confidence)
 
 # The readable scales (perplexity is heavy-tailed: linear axes put almost every example in one bar or one dot).
 # Confidence is minus the mean perplexity over checkpoints, so log10(-confidence) keeps its order (reversed): the
