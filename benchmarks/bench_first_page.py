@@ -148,7 +148,9 @@ def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float) ->
         time.sleep(0.05)
 
 
-def new_browser(profile_dir: Path):
+def new_browser(profile_dir: Path, *, marks: bool = True, performance_log: bool = False):
+    """Headless Chromium in a profile of its own: with ``marks``, the observer of the first page's elements is
+    installed before every page's scripts; with ``performance_log``, the DevTools network events are logged."""
     from selenium import webdriver
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -170,8 +172,11 @@ def new_browser(profile_dir: Path):
         "--window-size=1400,1000",
     ):
         opts.add_argument(flag)
+    if performance_log:
+        opts.set_capability("goog:loggingPrefs", {"performance": "ALL"})
     driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=chromedriver), options=opts)
-    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": OBSERVER % json.dumps(MARKS)})
+    if marks:
+        driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": OBSERVER % json.dumps(MARKS)})
     return driver
 
 

@@ -34,7 +34,6 @@ import argparse
 import base64
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -44,6 +43,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_first_page import cpu_model, free_port, listening, stop_group, wait_healthy  # noqa: E402
+from bench_first_page import new_browser as first_page_browser  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 # (url path, sidebar link text, the page's title)
@@ -112,29 +112,8 @@ let since = null;
 
 
 def new_browser(profile_dir: Path):
-    from selenium import webdriver
-
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    chromedriver = shutil.which("chromedriver")
-    if not (chromium and chromedriver):
-        sys.exit("needs Debian's chromium and chromium-driver")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        f"--user-data-dir={profile_dir}",
-        "--window-size=1400,1000",
-    ):
-        opts.add_argument(flag)
-    opts.set_capability("goog:loggingPrefs", {"performance": "ALL"})
-    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=chromedriver), options=opts)
+    """bench_first_page's browser, logging the network events (the bytes each page is sent)."""
+    driver = first_page_browser(profile_dir, marks=False, performance_log=True)
     driver.set_script_timeout(600)
     return driver
 
