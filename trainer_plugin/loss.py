@@ -121,7 +121,8 @@ def sftmix_loss(
             accumulation: the tokens of the whole accumulated batch).
         mixup_denominator: the same for the Mixup term.
         padding_free: run the forward on the pairs' real tokens packed into one row (see
-            :func:`final_hidden_states`): the same loss, without computing padding under flash attention.
+            :func:`final_hidden_states`): the same loss on right-padded rows (as the trainer's collator pads), without
+            computing padding under flash attention.
     """
     if batch_c["input_ids"].shape[0] != batch_u["input_ids"].shape[0]:
         raise ValueError("batch_c and batch_u must hold the same number of rows (one pair per row)")
