@@ -25,7 +25,7 @@ import duckdb
 import polars as pl
 
 from profiler.table.db import fetch_frame
-from profiler.table.records import records_frame, rows_to_records, write_jsonl
+from profiler.table.records import export_records, records_frame, write_jsonl
 from profiler.table.schema import REGIONS, SPLITS
 
 SPLIT_NAMES = (*SPLITS, "unscored")  # 'unscored': rows with no confidence (bad rows, say)
@@ -730,24 +730,12 @@ def decile_trajectories(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     return fetch_frame(con, f"SELECT * FROM {relation(con, 'deciles')} ORDER BY 1, 2")
 
 
-def export_rows(con: duckdb.DuckDBPyConnection, flt: Filter, split: str) -> list[tuple]:
-    """(record JSON, confidence columns..., ifd) of the filtered examples of ``split``, most confident first."""
-    if split not in ("confident", "unconfident"):
-        raise ValueError(f"export a confident or unconfident split, not {split!r}")
-    where, params = flt.where()
-    return con.execute(
-        f"""
-        SELECT record, example_id, source, confidence, mean_nll, variability, split, quantile_bin, ifd
-        FROM example_view WHERE {where} AND split = ?
-        ORDER BY rank
-        """,
-        [*params, split],
-    ).fetchall()
-
-
 def export_file(con: duckdb.DuckDBPyConnection, flt: Filter, split: str, fmt: str) -> tuple[bytes, int]:
     """The filtered examples of ``split`` as a JSONL or Parquet file (original fields + confidence columns)."""
-    records = rows_to_records(export_rows(con, flt, split))
+    if split not in SPLITS:
+        raise ValueError(f"export a confident or unconfident split, not {split!r}")
+    where, params = flt.where()
+    records = export_records(con, f"{where} AND split = ?", [*params, split])
     if fmt == "jsonl":
         buf = io.StringIO()
         write_jsonl(records, buf)

@@ -22,7 +22,7 @@ from profiler.errors import SftmixError
 from profiler.table.db import MAGIC, MAGIC_OFFSET
 from profiler.table.progress import merged_name, unfinished
 from profiler.table.reader import EXPORT_SPLITS, ConfidenceTable, open_table
-from profiler.table.records import CONF_COLUMNS, records_frame, rows_to_records, write_jsonl
+from profiler.table.records import CONF_COLUMNS, records_frame, write_jsonl
 
 __all__ = [
     "CONF_COLUMNS",
@@ -31,7 +31,6 @@ __all__ = [
     "SUFFIX_FORMATS",
     "export_split",
     "records_frame",
-    "rows_to_records",
     "split_frame",
     "split_records",
     "write_jsonl",
@@ -53,7 +52,7 @@ def split_records(table_path: str | Path, split: str = "all") -> list[dict]:
     """
     _check_split(split)
     with open_table(table_path) as t:
-        return rows_to_records(t.export_rows(split))
+        return t.export_records(split)
 
 
 def split_frame(table_path: str | Path, split: str = "all") -> pl.DataFrame:
@@ -97,7 +96,7 @@ def export_split(
         _check_finished(t)
         if overwrite:
             _guard_inputs(t, out)
-        records = rows_to_records(t.export_rows(split))
+        records = t.export_records(split)
     if fmt == "hf":
         _write_dataset(records, table_path, out, overwrite)
     else:

@@ -12,6 +12,7 @@ import polars as pl
 
 from profiler.errors import TableError
 from profiler.table.db import connect, fetch_frame, file_kind, stored_schema_version, table_names
+from profiler.table.records import export_records
 from profiler.table.schema import SPLITS, check_version, has_region_column, missing_tables, view_ddl
 
 EXPORT_SPLITS = (*SPLITS, "all")
@@ -131,21 +132,14 @@ class ConfidenceTable:
             "JOIN examples e USING (example_id) ORDER BY c.rank"
         )
 
-    def export_rows(self, split: str = "all") -> list[tuple]:
-        """Rows ``(record JSON, example_id, source, confidence, mean_nll, variability, split, quantile_bin, ifd)``
-        of the scored examples of ``split`` (``all``: both halves), most confident first (``ifd`` None where the
-        example has none).
-
-        :func:`profiler.table.records.rows_to_records` turns them into the exported records.
-        """
+    def export_records(self, split: str = "all") -> list[dict]:
+        """The scored examples of ``split`` (``all``: both halves), most confident first, as their original records
+        with the confidence columns (:func:`profiler.table.records.export_records`)."""
         if split not in EXPORT_SPLITS:
             raise ValueError(f"split must be one of {EXPORT_SPLITS}, got {split!r}")
-        q = (
-            "SELECT e.record, e.example_id, e.source, c.confidence, c.mean_nll, c.variability, c.split, "
-            "c.quantile_bin, f.ifd FROM confidence c JOIN examples e USING (example_id) "
-            "LEFT JOIN ifd f USING (example_id) " + ("" if split == "all" else "WHERE c.split = ? ") + "ORDER BY c.rank"
-        )
-        return self.con.execute(q, [] if split == "all" else [split]).fetchall()
+        if split == "all":
+            return export_records(self.con)
+        return export_records(self.con, "split = ?", [split])
 
     def summary(self) -> dict[str, Any]:
         """Counts by status, source and split, checkpoints, token score rows, confidence (and mean perplexity)

@@ -219,27 +219,36 @@ def test_a_table_held_by_another_process_is_named(tmp_path):
         assert t.meta["schema_version"] == SCHEMA_VERSION
 
 
-def test_reader_export_rows_and_split_examples(small_profile):
-    from profiler.table.records import rows_to_records
+def test_reader_export_records_and_split_examples(small_profile):
+    import json
+
+    from profiler.table.records import CONF_COLUMNS
 
     with open_table(small_profile) as t:
         conf, ex = t.confidence, t.examples
-        rows = t.export_rows()
-        assert [r[1] for r in rows] == conf["example_id"].to_list()  # most confident first
-        assert len(rows[0]) == 9 and rows[0][6] in ("confident", "unconfident")
+        records = t.export_records()
+        assert [r["example_id"] for r in records] == conf["example_id"].to_list()  # most confident first
+        conf_row = {r["example_id"]: r for r in conf.iter_rows(named=True)}
+        ex_row = {r["example_id"]: r for r in ex.iter_rows(named=True)}
         ifd = dict(t.ifd.select("example_id", "ifd").rows())
-        assert ifd and [r[8] for r in rows] == [ifd[r[1]] for r in rows]  # the IFD, last
+        assert ifd
+        for rec in records:  # each column read by its own name, and the original fields untouched
+            i = rec["example_id"]
+            original = json.loads(ex_row[i]["record"])
+            expected = {**conf_row[i], "source": ex_row[i]["source"], "ifd": ifd.get(i)}
+            for c in CONF_COLUMNS:
+                assert rec[f"sftmix_{c}" if c in original else c] == expected[c], c
+            assert {k: v for k, v in rec.items() if k in original} == original
         for split in ("confident", "unconfident"):
-            part = t.export_rows(split)
-            assert {r[6] for r in part} == {split} and len(part) == conf.filter(conf["split"] == split).height
+            part = t.export_records(split)
+            assert {r["split"] for r in part} == {split} and len(part) == conf.filter(conf["split"] == split).height
         with pytest.raises(ValueError, match="split must be one of"):
-            t.export_rows("unscored")
-        records = rows_to_records(rows)
-        assert records[0]["example_id"] == rows[0][1] and "messages" in records[0]  # the original fields
+            t.export_records("unscored")
+        assert "messages" in records[0]  # the original fields
         from profiler.export import split_records
 
         for split in ("all", "confident", "unconfident"):  # `sftmix export` writes exactly these records
-            assert rows_to_records(t.export_rows(split)) == split_records(small_profile, split)
+            assert t.export_records(split) == split_records(small_profile, split)
         split_ex = t.split_examples()
         ordered = ex.filter(ex["example_id"].is_in(conf["example_id"].implode()))["example_id"].to_list()
         assert split_ex["example_id"].to_list() == ordered  # input order

@@ -276,7 +276,7 @@ def test_an_older_file_opens_with_the_same_views_and_a_rerun_fills_them_in(two_c
         assert t.frame("SELECT count(*), count(ifd) FROM example_view").row(0) == (9, 0)
         assert t.token_scores().is_empty() and t.ifd.is_empty()
         assert t.cursor().execute("SELECT count(*) FROM token_view").fetchone() == (0,)
-        assert all(r[-1] is None for r in t.export_rows())
+        assert all(r["ifd"] is None for r in t.export_records())
         assert (
             t.frame("SELECT * FROM example_view ORDER BY example_id")
             .drop("ifd")
