@@ -21,8 +21,8 @@ import torch
 from profiler.config import FinetuneConfig
 from profiler.data.items import item_lengths
 from profiler.data.render import RenderedExample, pad_batch
-from profiler.errors import ModelError, SftmixError
-from profiler.hf import add_lora, resolve_device, warmup_args
+from profiler.errors import SftmixError
+from profiler.hf import load_trainable_lm, resolve_device, warmup_args
 from profiler.scoring.base import ScoreItem
 
 log = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ def finetune(
     Args:
         fail_after_checkpoints: testing hook; raise right after saving that many checkpoints (a crash).
     """
-    from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
+    from transformers import Trainer, TrainingArguments
 
     ckpt_dir = Path(ckpt_dir)
     done = saved_checkpoints(ckpt_dir)
@@ -158,23 +158,9 @@ def finetune(
     on_gpu = dev.type == "cuda"
     bf16 = on_gpu and torch.cuda.is_bf16_supported()
     torch.manual_seed(cfg.seed)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
-    except Exception as e:
-        raise ModelError(f"cannot load the reference model {model_path}: {e}") from e
-    if cfg.lora:
-        from peft import LoraConfig
-
-        model = add_lora(
-            model,
-            LoraConfig(
-                r=cfg.lora_r,
-                lora_alpha=cfg.lora_alpha,
-                lora_dropout=0.0,
-                target_modules="all-linear",
-                task_type="CAUSAL_LM",
-            ),
-        )
+    model = load_trainable_lm(
+        model_path, lora_r=cfg.lora_r if cfg.lora else None, lora_alpha=cfg.lora_alpha, role="reference model"
+    )
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     need, free = estimate_disk_bytes(model, cfg), shutil.disk_usage(ckpt_dir).free
     if need > free:

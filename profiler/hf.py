@@ -49,11 +49,11 @@ def resolve_model(name_or_path: str) -> str:
     return str(assets.smollm2_checkpoint())
 
 
-def _check_exists(name_or_path: str) -> None:
+def _check_exists(name_or_path: str, role: str = "model") -> None:
     p = Path(name_or_path)
     looks_local = p.is_absolute() or name_or_path.startswith(".") or name_or_path.count("/") != 1
     if not p.exists() and looks_local:
-        raise ModelError(f"model path does not exist: {name_or_path}")
+        raise ModelError(f"{role} path does not exist: {name_or_path}")
 
 
 def is_adapter_dir(path: str | Path) -> bool:
@@ -154,6 +154,55 @@ def load_causal_lm(
     except Exception as e:
         raise ModelError(f"cannot load a causal LM from {name_or_path}: {e}") from e
     return model.to(device).eval()
+
+
+def load_trainable_lm(
+    name_or_path: str,
+    *,
+    dtype: torch.dtype | str = torch.float32,
+    attn_implementation: str | None = None,
+    lora_r: int | None = None,
+    lora_alpha: int | None = None,
+    role: str = "model",
+):
+    """A causal LM to train: the reference model of the profile and the target of ``sftmix train`` both come
+    from here.
+
+    Args:
+        name_or_path: a model directory or hub name.
+        dtype: parameter dtype (``"auto"``: the checkpoint's own).
+        attn_implementation: ``eager``, ``sdpa``, ``flash_attention_2``, ... (None: transformers' default).
+        lora_r: with a rank, a new LoRA adapter on every linear layer (no dropout) is what trains.
+        lora_alpha: the adapter's scaling numerator (default ``2 * lora_r``).
+        role: how errors name the model (``reference model``, ``target model``).
+
+    Raises:
+        ModelError: one line naming the model and why it does not load.
+    """
+    from transformers import AutoModelForCausalLM
+
+    _check_exists(name_or_path, role)
+    kwargs = (
+        {"dtype": dtype}
+        if attn_implementation is None
+        else {"dtype": dtype, "attn_implementation": attn_implementation}
+    )
+    try:
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+    except Exception as e:
+        raise ModelError(f"cannot load the {role} {name_or_path}: {e}") from e
+    if lora_r:
+        from peft import LoraConfig
+
+        config = LoraConfig(
+            r=lora_r,
+            lora_alpha=2 * lora_r if lora_alpha is None else lora_alpha,
+            lora_dropout=0.0,
+            target_modules="all-linear",
+            task_type="CAUSAL_LM",
+        )
+        model = add_lora(model, config)
+    return model
 
 
 def causal_lm_parts(model) -> tuple[torch.nn.Module, Callable[[torch.Tensor], torch.Tensor]]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from profiler.errors import ModelError, SftmixError
-from profiler.hf import add_lora, load_tokenizer, resolve_model
+from profiler.hf import load_tokenizer, load_trainable_lm, resolve_model
 from trainer_plugin.config import SFTMixTrainingArguments
 from trainer_plugin.data import PairCollator, TrainingSet, hold_out, load_training_set, select, split_counts
 from trainer_plugin.trainer import SFTMixTrainer, read_state, resolve_checkpoint
@@ -105,29 +105,21 @@ def load_target(args: SFTMixTrainingArguments, tokenizer):
     Seeded by ``--seed`` first, as Hugging Face's example scripts do before building the model: the LoRA matrices
     (and any weights the checkpoint lacks) are drawn here, before Trainer seeds anything, and would otherwise depend
     on whatever consumed the global generator before (another run in the same process, for one)."""
-    from transformers import AutoModelForCausalLM
     from transformers.trainer_utils import enable_full_determinism, set_seed
 
     if args.full_determinism:
         enable_full_determinism(args.seed)
     else:
         set_seed(args.seed)
-    kwargs = {"dtype": "auto" if args.dtype == "auto" else getattr(torch, args.dtype)}
-    if args.attn_implementation:
-        kwargs["attn_implementation"] = args.attn_implementation
-    try:
-        model = AutoModelForCausalLM.from_pretrained(args.model, **kwargs)
-    except Exception as e:
-        raise ModelError(f"cannot load the target model {args.model}: {e}") from e
+    model = load_trainable_lm(
+        args.model,
+        dtype="auto" if args.dtype == "auto" else getattr(torch, args.dtype),
+        attn_implementation=args.attn_implementation or None,
+        lora_r=args.lora_r if args.lora else None,
+        role="target model",
+    )
     if model.get_output_embeddings() is None:
         raise ModelError(f"{type(model).__name__} has no accessible LM head; SFTMix mixes its inputs")
-    if args.lora:
-        from peft import LoraConfig
-
-        model = add_lora(
-            model,
-            LoraConfig(r=args.lora_r, lora_alpha=2 * args.lora_r, target_modules="all-linear", task_type="CAUSAL_LM"),
-        )
     return model
 
 
