@@ -1,4 +1,6 @@
-"""`sftmix profile` and `sftmix score`: the stage list of a run, resumable from the table's ``meta``.
+"""`sftmix profile` and `sftmix score`: the stage list of a run, resumable from the table's ``meta``, and the
+single runs (:func:`run_profile`, :func:`score_table`, :func:`score_part`) that :mod:`profiler.pipeline.executors`
+dispatches to.
 
 profile: data -> finetune -> score -> confidence -> embed. score: the same without fine-tuning (the given
 checkpoints, or the model itself). A re-run with the same ``--out`` resumes: fine-tuning reuses its saved
@@ -207,9 +209,9 @@ def _embed(s: RunState) -> None:
         _record_settings(s, "embed")
 
 
-DATA = Stage("data", _data_text, _data)
-FINETUNE = Stage("finetune", _finetune_text, _finetune)
-SCORE = Stage("score", _score_text, _score)
+DATA: Stage[RunState] = Stage("data", _data_text, _data)
+FINETUNE: Stage[RunState] = Stage("finetune", _finetune_text, _finetune)
+SCORE: Stage[RunState] = Stage("score", _score_text, _score)
 
 
 def _part_data(s: RunState) -> None:
@@ -228,8 +230,8 @@ def _part_score(s: RunState) -> None:
     s.table.set_meta({"shard_complete": True})
 
 
-PART_DATA = Stage("data", _data_text, _part_data)
-PART_SCORE = Stage("score", _score_text, _part_score)
+PART_DATA: Stage[RunState] = Stage("data", _data_text, _part_data)
+PART_SCORE: Stage[RunState] = Stage("score", _score_text, _part_score)
 
 
 def _embed_done(s: RunState) -> bool:
@@ -244,14 +246,14 @@ def _embed_text(s: RunState) -> str:
     )
 
 
-CONFIDENCE = Stage(
+CONFIDENCE: Stage[RunState] = Stage(
     "confidence",
     lambda s: (
         "confidence and the median split" + (": done before, nothing new scored" if _unchanged(s, "confidence") else "")
     ),
     _confidence,
 )
-EMBED = Stage("embed", _embed_text, _embed)
+EMBED: Stage[RunState] = Stage("embed", _embed_text, _embed)
 
 
 def _check_same_finetune(table: TableWriter, ft_cfg: FinetuneConfig, checkpoints_from: str | None) -> None:
@@ -281,7 +283,7 @@ def _pruner(cfg: FinetuneConfig, checkpoints: list[CheckpointInfo], owned: bool)
     return prune
 
 
-def _execute(stages: list[Stage], state: RunState) -> None:
+def _execute(stages: list[Stage[RunState]], state: RunState) -> None:
     try:
         # Stage lines for a profile (a long, multi-stage job); `score` shows its progress bars only.
         run_stages(stages, state, progress=state.cfg.progress and state.ft is not None)
@@ -316,7 +318,7 @@ def run_profile(
     check_output_table(score_cfg.out)
     ranks = launcher_ranks()
     with ranks.main_first():  # rank 0 converts the packaged model, if named, the others read it
-        score_cfg = _resolve_models(score_cfg)
+        score_cfg = resolve_models(score_cfg)
     if score_cfg.ifd_model:
         ifd_model_info(score_cfg.ifd_model)  # a missing --ifd-model stops the run now, not after fine-tuning
     if ranks.world > 1:  # under torchrun / accelerate launch: this rank's device, rank 0's progress bars
@@ -337,7 +339,7 @@ def run_profile(
     return score_cfg.out
 
 
-def _resolve_models(cfg: ScoreConfig) -> ScoreConfig:
+def resolve_models(cfg: ScoreConfig) -> ScoreConfig:
     """``cfg`` with the packaged model's name (``--model``, ``--ifd-model``) as its checkpoint's directory."""
     from profiler.hf import resolve_model
 
@@ -363,35 +365,33 @@ def _rank_device(device: str, ranks: Ranks) -> str:
     return device
 
 
-def run_score(cfg: ScoreConfig, *, stop_after_batches: int | None = None, command: list[str] | None = None) -> str:
-    """Score every usable example at every checkpoint and write the confidence table.
+def score_table(cfg: ScoreConfig, *, stop_after_batches: int | None = None, command: list[str] | None = None) -> str:
+    """One run of `sftmix score` into the whole table, in this process: score every usable example at every
+    checkpoint, then the confidence and the semantic map. A re-run with the same ``out`` resumes ((example,
+    checkpoint) pairs already scored are skipped). ``command``, the command line that started the run, is recorded
+    in ``meta`` (what resumes it). Returns the table path.
 
-    Re-running with the same ``out`` resumes: (example, checkpoint) pairs already scored are skipped. With
-    ``cfg.shard`` only that slice is scored, into a part file (no confidence until `sftmix merge`); with
-    ``cfg.workers`` other than 1, one worker process per shard runs on this node and the parts are merged.
-
-    ``command``, the command line that started the run, is recorded in ``meta`` (what resumes it).
-
-    Returns:
-        The table (or part file) path.
+    :func:`profiler.pipeline.executors.run_score` is the entry that picks this, a shard or a node's workers.
     """
-    cfg = _resolve_models(cfg)
-    if cfg.workers != 1:
-        from profiler.pipeline.workers import run_workers
+    return _score_run(cfg, [DATA, SCORE, CONFIDENCE, EMBED], stop_after_batches, command)
 
-        return run_workers(cfg)
-    shard = parse_shard(cfg.shard)
-    out = str(part_path(cfg.out, *shard)) if shard else cfg.out
-    check_output_table(out)
+
+def score_part(cfg: ScoreConfig, *, stop_after_batches: int | None = None, command: list[str] | None = None) -> str:
+    """One shard (``cfg.shard``, ``k/N``) of `sftmix score` into its part file beside ``cfg.out``, in this process:
+    that shard's rows and scores only, no confidence (`sftmix merge` joins the parts). Resumable like
+    :func:`score_table`. Returns the part file's path."""
+    out = str(part_path(cfg.out, *parse_shard(cfg.shard)))
+    return _score_run(replace(cfg, out=out), [PART_DATA, PART_SCORE], stop_after_batches, command)
+
+
+def _score_run(
+    cfg: ScoreConfig, stages: list[Stage[RunState]], stop_after_batches: int | None, command: list[str] | None
+) -> str:
+    check_output_table(cfg.out)
     if cfg.ifd_model:
         ifd_model_info(cfg.ifd_model)  # a missing --ifd-model stops the run before any scoring
-    state = RunState(replace(cfg, out=out), stop_after_batches=stop_after_batches, command=command)
-    if not shard:
-        _execute([DATA, SCORE, CONFIDENCE, EMBED], state)
-        return out
-
-    _execute([PART_DATA, PART_SCORE], state)
-    return out
+    _execute(stages, RunState(cfg, stop_after_batches=stop_after_batches, command=command))
+    return cfg.out
 
 
 def profile(*, checkpoints_from: str | None = None, **kwargs: Any) -> str:

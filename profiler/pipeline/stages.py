@@ -12,18 +12,27 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Generic, Protocol, TypeVar
 
 log = logging.getLogger(__name__)
 
 
+class Recorded(Protocol):
+    """A run's state as the stage loop sees it: the table (None until the first stage opens it) records each stage."""
+
+    table: object | None
+
+
+S = TypeVar("S", bound=Recorded)
+
+
 @dataclass(frozen=True)
-class Stage:
+class Stage(Generic[S]):
     """One step of a run: its name in ``meta``, the line announcing it, and the work (given the run's state)."""
 
     name: str
-    describe: Callable[[Any], str]
-    run: Callable[[Any], None]
+    describe: Callable[[S], str]
+    run: Callable[[S], None]
 
 
 def _record(table, stage: str, seconds: float, done: bool) -> None:
@@ -35,7 +44,7 @@ def _record(table, stage: str, seconds: float, done: bool) -> None:
     table.set_meta({"stages": stages, "stage_seconds": spent})
 
 
-def run_stages(stages: Sequence[Stage], state: Any, *, progress: bool) -> None:
+def run_stages(stages: Sequence[Stage[S]], state: S, *, progress: bool) -> None:
     """Run ``stages`` in order on ``state``; ``state.table`` (set by the first stage) records each one."""
     for i, stage in enumerate(stages, 1):
         if progress:
@@ -46,7 +55,7 @@ def run_stages(stages: Sequence[Stage], state: Any, *, progress: bool) -> None:
             stage.run(state)
             finished = True
         finally:
-            table = getattr(state, "table", None)
+            table = state.table
             if table is not None:
                 try:
                     _record(table, stage.name, time.perf_counter() - started, finished)

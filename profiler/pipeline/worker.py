@@ -12,7 +12,7 @@ import sys
 
 def main(argv: list[str]) -> int:
     from profiler.config import ScoreConfig
-    from profiler.pipeline.run import run_score
+    from profiler.pipeline.run import score_part
 
     with open(argv[0], encoding="utf-8") as f:
         cfg = ScoreConfig(**json.load(f))
@@ -20,7 +20,7 @@ def main(argv: list[str]) -> int:
         import torch
 
         torch.set_num_threads(int(argv[1]))
-    run_score(cfg)
+    score_part(cfg)  # the single run of its shard: never the dispatch again
     return 0
 
 
