@@ -14,8 +14,10 @@ import plotly.colors as pc
 import plotly.graph_objects as go
 import polars as pl
 
+from profiler.table.schema import AMBIGUOUS, EASY, HARD
+
 SPLIT_COLORS = {"confident": "#1f77b4", "unconfident": "#d62728", "unscored": "#9e9e9e"}
-REGION_COLORS = {"easy-to-learn": "#2ca02c", "ambiguous": "#ff7f0e", "hard-to-learn": "#9467bd"}
+REGION_COLORS = {EASY: "#2ca02c", AMBIGUOUS: "#ff7f0e", HARD: "#9467bd"}
 CATEGORY_COLORS = {"split": SPLIT_COLORS, "region": REGION_COLORS}
 
 

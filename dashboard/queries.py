@@ -26,7 +26,7 @@ import polars as pl
 
 from profiler.table.db import fetch_frame
 from profiler.table.records import export_records, records_frame, write_jsonl
-from profiler.table.schema import REGIONS, SPLITS
+from profiler.table.schema import AMBIGUOUS, CONFIDENT, EASY, HARD, REGIONS, SPLITS, UNCONFIDENT
 
 SPLIT_NAMES = (*SPLITS, "unscored")  # 'unscored': rows with no confidence (bad rows, say)
 REGION_NAMES = REGIONS  # cartography regions (profiler.confidence)
@@ -361,8 +361,8 @@ def overview(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     rel, _ = _points(con)
     examples, scored, confident, unconfident, embedded, lo, med, hi, n_ifd, ifd_lo, ifd_med, ifd_hi = con.execute(
         f"""
-        SELECT count(*), count(confidence), count(*) FILTER (WHERE split = 'confident'),
-               count(*) FILTER (WHERE split = 'unconfident'), count(umap_x), min(confidence), median(confidence),
+        SELECT count(*), count(confidence), count(*) FILTER (WHERE split = '{CONFIDENT}'),
+               count(*) FILTER (WHERE split = '{UNCONFIDENT}'), count(umap_x), min(confidence), median(confidence),
                max(confidence), count(ifd), min(ifd), median(ifd), max(ifd)
         FROM {rel}
         """
@@ -481,8 +481,8 @@ def scale_marks(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     ).fetchall()
     edges = [(a_hi + b_lo) / 2 for (_, a_hi), (b_lo, _) in zip(bins, bins[1:])]
     amb_lo, rest_hi = con.execute(
-        "SELECT min(rel_variability) FILTER (WHERE region = 'ambiguous'), "
-        f"max(rel_variability) FILTER (WHERE region <> 'ambiguous') FROM {rel}"
+        f"SELECT min(rel_variability) FILTER (WHERE region = '{AMBIGUOUS}'), "
+        f"max(rel_variability) FILTER (WHERE region <> '{AMBIGUOUS}') FROM {rel}"
     ).fetchone()
     ambiguous_from = None if amb_lo is None else (amb_lo if rest_hi is None else (amb_lo + rest_hi) / 2)
     return {
@@ -499,9 +499,9 @@ def source_breakdown(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
         con,
         f"""
         SELECT source, count(*) AS examples, count(confidence) AS scored,
-               count(*) FILTER (WHERE split = 'confident') AS confident,
-               count(*) FILTER (WHERE split = 'unconfident') AS unconfident,
-               round(count(*) FILTER (WHERE split = 'confident') / greatest(count(confidence), 1), 4)
+               count(*) FILTER (WHERE split = '{CONFIDENT}') AS confident,
+               count(*) FILTER (WHERE split = '{UNCONFIDENT}') AS unconfident,
+               round(count(*) FILTER (WHERE split = '{CONFIDENT}') / greatest(count(confidence), 1), 4)
                    AS share_confident,
                median(confidence) AS median_confidence
         FROM {rel}
@@ -592,10 +592,10 @@ def density(con: duckdb.DuckDBPyConnection, flt: Filter, space: str, step: int =
         con,
         f"""
         SELECT {ix} // {step} AS ix, {iy} // {step} AS iy, count(*) AS count, avg(log_ppl) AS mean_log_ppl,
-               avg(CASE WHEN split = 'confident' THEN 1.0 ELSE 0.0 END) AS share_confident,
-               count(*) FILTER (WHERE region = 'easy-to-learn') AS easy,
-               count(*) FILTER (WHERE region = 'ambiguous') AS ambiguous,
-               count(*) FILTER (WHERE region = 'hard-to-learn') AS hard,
+               avg(CASE WHEN split = '{CONFIDENT}' THEN 1.0 ELSE 0.0 END) AS share_confident,
+               count(*) FILTER (WHERE region = '{EASY}') AS easy,
+               count(*) FILTER (WHERE region = '{AMBIGUOUS}') AS ambiguous,
+               count(*) FILTER (WHERE region = '{HARD}') AS hard,
                mode(source) AS source, avg(log10(ifd)) FILTER (WHERE ifd > 0) AS mean_log_ifd
         FROM {rel} WHERE {where}{_map_where(space)} AND {ix} IS NOT NULL AND {iy} IS NOT NULL
         GROUP BY ALL ORDER BY 1, 2
@@ -635,7 +635,7 @@ def compare_density(
         con,
         f"""
         SELECT {cell("log10(-confidence_a)")} AS ix, {cell("log10(-confidence_b)")} AS iy,
-               count(*) AS count, avg(CASE WHEN split_a = 'confident' THEN 1.0 ELSE 0.0 END) AS share_confident,
+               count(*) AS count, avg(CASE WHEN split_a = '{CONFIDENT}' THEN 1.0 ELSE 0.0 END) AS share_confident,
                avg(CASE WHEN split_a <> split_b THEN 1.0 ELSE 0.0 END) AS flipped
         FROM joined GROUP BY ALL ORDER BY 1, 2
         """,

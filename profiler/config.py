@@ -49,6 +49,10 @@ def _is_shard(spec: str) -> bool:
     return True
 
 
+# profiler.table.reader.EXPORT_SPLITS, written out so that the options load no DuckDB (a test keeps them equal).
+EXPORT_SPLITS = ("confident", "unconfident", "all")
+
+
 @dataclass
 class ScoreConfig:
     """Settings of a scoring run (`sftmix score`, and the scoring half of `sftmix profile`), recorded in ``meta``."""
@@ -188,7 +192,7 @@ class ExportOptions:
     output: str = option(
         help="output file (.jsonl, .json, .parquet) or directory (a saved Hugging Face dataset)", aliases=("-o",)
     )
-    split: str = option("all", "which half to export", choices=("confident", "unconfident", "all"))
+    split: str = option("all", "which half to export", choices=EXPORT_SPLITS)
     format: str | None = option(
         None,
         "output format (default: from the output's suffix; a directory is hf)",

@@ -37,6 +37,7 @@ from profiler.data.cache import (
 from profiler.data.ids import content_hash
 from profiler.data.render import RenderFailure, pad_batch
 from profiler.errors import SftmixError
+from profiler.table.schema import CONFIDENT
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ def render_training_batch(batch: dict[str, list], *, renderer: Renderer) -> dict
         "example_id": [batch["example_id"][i] for i in keep],
         "input_ids": [outs[i].input_ids for i in keep],
         "labels": labels,
-        "confident": [batch["split"][i] == "confident" for i in keep],
+        "confident": [batch["split"][i] == CONFIDENT for i in keep],
         "truncated": [outs[i].truncated for i in keep],
     }
 

@@ -2,12 +2,12 @@
 
 import streamlit as st
 
-from dashboard import state
+from dashboard import queries, state
 
 path = state.table_path()
 flt = state.current_filter()
 st.title("Export")
-split = st.radio("Split", ["confident", "unconfident"], horizontal=True, key="exp_split")
+split = st.radio("Split", list(queries.SPLITS), horizontal=True, key="exp_split")
 fmt = st.radio("Format", ["jsonl", "parquet"], horizontal=True, key="exp_fmt")
 n = state.split_counts(path, flt)[split]  # the file itself is written when the download is asked for
 st.write(f"{n:,} {split} examples match the filter.")

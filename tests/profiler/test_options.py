@@ -63,6 +63,12 @@ def test_scheduler_choices_are_the_installed_transformers_ones():
     assert set(LR_SCHEDULERS) == {s.value for s in SchedulerType}
 
 
+def test_export_split_choices_are_the_readers():
+    from profiler.table.reader import EXPORT_SPLITS
+
+    assert C.EXPORT_SPLITS == EXPORT_SPLITS
+
+
 def test_record_format_choices_are_the_loader_formats():
     from profiler.data.formats import FORMATS
 
