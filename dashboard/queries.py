@@ -25,7 +25,7 @@ import duckdb
 import polars as pl
 
 from profiler.table.db import fetch_frame
-from profiler.table.records import export_records, records_frame, write_jsonl
+from profiler.table.records import batches_frame, export_batches, write_jsonl
 from profiler.table.schema import AMBIGUOUS, CONFIDENT, EASY, HARD, REGIONS, SPLITS, UNCONFIDENT
 
 SPLIT_NAMES = (*SPLITS, "unscored")  # 'unscored': rows with no confidence (bad rows, say)
@@ -735,15 +735,18 @@ def export_file(con: duckdb.DuckDBPyConnection, flt: Filter, split: str, fmt: st
     if split not in SPLITS:
         raise ValueError(f"export a confident or unconfident split, not {split!r}")
     where, params = flt.where()
-    records = export_records(con, f"{where} AND split = ?", [*params, split])
+    batches = export_batches(con, f"{where} AND split = ?", [*params, split])
     if fmt == "jsonl":
-        buf = io.StringIO()
-        write_jsonl(records, buf)
-        return buf.getvalue().encode("utf-8"), len(records)
+        buf, n = io.StringIO(), 0
+        for batch in batches:
+            write_jsonl(batch, buf)
+            n += len(batch)
+        return buf.getvalue().encode("utf-8"), n
     if fmt == "parquet":
         out = io.BytesIO()
-        records_frame(records).write_parquet(out)
-        return out.getvalue(), len(records)
+        frame = batches_frame(batches)
+        frame.write_parquet(out)
+        return out.getvalue(), frame.height
     raise ValueError(f"export format must be jsonl or parquet, got {fmt!r}")
 
 

@@ -13,7 +13,7 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import polars as pl
@@ -22,7 +22,7 @@ from profiler.errors import SftmixError
 from profiler.table.db import MAGIC, MAGIC_OFFSET
 from profiler.table.progress import merged_name, unfinished
 from profiler.table.reader import EXPORT_SPLITS, ConfidenceTable, open_table
-from profiler.table.records import CONF_COLUMNS, records_frame, write_jsonl
+from profiler.table.records import CONF_COLUMNS, batches_frame, records_frame, write_jsonl
 
 __all__ = [
     "CONF_COLUMNS",
@@ -96,17 +96,15 @@ def export_split(
         _check_finished(t)
         if overwrite:
             _guard_inputs(t, out)
-        records = t.export_records(split)
-    if fmt == "hf":
-        _write_dataset(records, table_path, out, overwrite)
-    else:
-        writer: Callable[[list[dict], Path], None] = {
+        batches = t.export_batches(split)  # read while written: one batch of records in Python at a time
+        if fmt == "hf":
+            return _write_dataset(batches, table_path, out, overwrite)
+        writer: Callable[[Iterable[list[dict]], Path], int] = {
             "jsonl": _write_jsonl_file,
             "json": _write_json_file,
             "parquet": _write_parquet_file,
         }[fmt]
-        _write_file(records, writer, table_path, out, fmt, overwrite)
-    return len(records)
+        return _write_file(batches, writer, table_path, out, fmt, overwrite)
 
 
 # --- where an export may write ------------------------------------------------------------------------------
@@ -299,22 +297,32 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _write_jsonl_file(records: list[dict], path: Path) -> None:
+def _write_jsonl_file(batches: Iterable[list[dict]], path: Path) -> int:
+    n = 0
     with path.open("x", encoding="utf-8") as f:
-        write_jsonl(records, f)
+        for batch in batches:
+            write_jsonl(batch, f)
+            n += len(batch)
+    return n
 
 
-def _write_json_file(records: list[dict], path: Path) -> None:
+def _write_json_file(batches: Iterable[list[dict]], path: Path) -> int:
     """A JSON array, one record a line."""
+    n = 0
     with path.open("x", encoding="utf-8") as f:
         f.write("[\n")
-        for i, rec in enumerate(records):
-            f.write(("," if i else "") + json.dumps(rec, ensure_ascii=False, default=str) + "\n")
+        for rec in (rec for batch in batches for rec in batch):
+            f.write(("," if n else "") + json.dumps(rec, ensure_ascii=False, default=str) + "\n")
+            n += 1
         f.write("]\n")
+    return n
 
 
-def _write_parquet_file(records: list[dict], path: Path) -> None:
-    records_frame(records).write_parquet(path)
+def _write_parquet_file(batches: Iterable[list[dict]], path: Path) -> int:
+    """One file with one schema: the batches' frames joined in Arrow memory (columns a batch lacks are null)."""
+    frame = batches_frame(batches)
+    frame.write_parquet(path)
+    return frame.height
 
 
 def _parent(out: Path) -> None:
@@ -325,17 +333,18 @@ def _parent(out: Path) -> None:
 
 
 def _write_file(
-    records: list[dict],
-    writer: Callable[[list[dict], Path], None],
+    batches: Iterable[list[dict]],
+    writer: Callable[[Iterable[list[dict]], Path], int],
     table_path: Path,
     out: Path,
     fmt: str,
     overwrite: bool,
-) -> None:
+) -> int:
+    """Write through a temporary file renamed into place; returns the number of records written."""
     _parent(out)
     tmp = _temp_path(out, "tmp")
     try:
-        writer(records, tmp)
+        n = writer(batches, tmp)
         _fsync(tmp)
         _check_existing(table_path, out, fmt, overwrite)  # what is there now, right before the rename
         if overwrite:
@@ -348,6 +357,7 @@ def _write_file(
         if os.path.lexists(tmp):
             tmp.unlink()
     _fsync(out.parent)
+    return n
 
 
 def _link_new(tmp: Path, out: Path) -> None:
@@ -362,16 +372,17 @@ def _link_new(tmp: Path, out: Path) -> None:
         os.replace(tmp, out)
 
 
-def _write_dataset(records: list[dict], table_path: Path, out: Path, overwrite: bool) -> None:
+def _write_dataset(batches: Iterable[list[dict]], table_path: Path, out: Path, overwrite: bool) -> int:
     """A saved dataset, swapped in: the new directory is renamed in, the old one (if any) aside and then deleted;
-    on failure the old one is put back."""
+    on failure the old one is put back. Returns the number of records written."""
     from datasets import Dataset
 
     _parent(out)
     tmp = _temp_path(out, "tmp")
     old: Path | None = None
     try:
-        Dataset.from_polars(records_frame(records)).save_to_disk(str(tmp))
+        frame = batches_frame(batches)
+        Dataset.from_polars(frame).save_to_disk(str(tmp))
         _check_existing(table_path, out, "hf", overwrite)  # what is there now, right before the rename
         if os.path.lexists(out):
             old = _temp_path(out, "old")
@@ -393,3 +404,4 @@ def _write_dataset(records: list[dict], table_path: Path, out: Path, overwrite: 
             old.unlink()
         else:
             shutil.rmtree(old, ignore_errors=True)
+    return frame.height

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import polars as pl
 
 from profiler.errors import TableError
 from profiler.table.db import connect, fetch_frame, file_kind, stored_schema_version, table_names
-from profiler.table.records import export_records
+from profiler.table.records import export_batches
 from profiler.table.schema import SPLITS, check_version, has_region_column, missing_tables, view_ddl
 
 EXPORT_SPLITS = (*SPLITS, "all")
@@ -135,11 +136,15 @@ class ConfidenceTable:
     def export_records(self, split: str = "all") -> list[dict]:
         """The scored examples of ``split`` (``all``: both halves), most confident first, as their original records
         with the confidence columns (:func:`profiler.table.records.export_records`)."""
+        return [rec for batch in self.export_batches(split) for rec in batch]
+
+    def export_batches(self, split: str = "all", batch_rows: int | None = None) -> Iterator[list[dict]]:
+        """:meth:`export_records` in batches of ``batch_rows``, read while the table is open (an export of a
+        million examples holds one batch of Python records at a time)."""
         if split not in EXPORT_SPLITS:
             raise ValueError(f"split must be one of {EXPORT_SPLITS}, got {split!r}")
-        if split == "all":
-            return export_records(self.con)
-        return export_records(self.con, "split = ?", [split])
+        where, params = ("true", []) if split == "all" else ("split = ?", [split])
+        return export_batches(self.cursor(), where, params, batch_rows)
 
     def summary(self) -> dict[str, Any]:
         """Counts by status, source and split, checkpoints, token score rows, confidence (and mean perplexity)

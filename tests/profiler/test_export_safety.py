@@ -201,6 +201,38 @@ def test_cli_overwrite_flag(workdir, n_scored, capsys):
     assert len(read_jsonl(out)) == n_scored
 
 
+def test_every_format_reads_the_table_in_batches(workdir, n_scored, monkeypatch):
+    """A batch of two records at a time writes what one batch of all of them writes, in every format."""
+    from datasets import load_from_disk
+
+    import profiler.table.records as records
+
+    table = workdir / "run.duckdb"
+    whole = {fmt: workdir / f"whole.{fmt}" for fmt in ("jsonl", "json", "parquet")} | {"hf": workdir / "whole"}
+    for fmt, out in whole.items():
+        assert export_split(table, out, fmt=fmt) == n_scored
+    seen = []
+    inner = records.export_batches
+
+    def spy(*a, **kw):
+        for batch in inner(*a, **kw):
+            seen.append(len(batch))
+            yield batch
+
+    monkeypatch.setattr(records, "EXPORT_BATCH_ROWS", 2)
+    monkeypatch.setattr("profiler.table.reader.export_batches", spy)
+    for fmt, out in whole.items():
+        part = out.with_name("parts" + out.suffix)
+        assert export_split(table, part, fmt=fmt) == n_scored
+        if fmt == "parquet":
+            assert pl.read_parquet(part).equals(pl.read_parquet(out))
+        elif fmt == "hf":
+            assert load_from_disk(str(part)).to_list() == load_from_disk(str(out)).to_list()
+        else:
+            assert part.read_bytes() == out.read_bytes()
+    assert max(seen) == 2 and sum(seen) == 4 * n_scored  # read two at a time, every record once per export
+
+
 # --- the suffix picks the format -----------------------------------------------------------------------------
 def test_the_suffix_picks_the_format(workdir, n_scored, capsys):
     table = workdir / "run.duckdb"
