@@ -13,6 +13,7 @@ tokenizer and settings. It lives beside the profile (``run_data/``, as the profi
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ from profiler import open_table
 from profiler.data import Renderer, load_examples
 from profiler.data.cache import (
     CACHE_FORMAT,
+    arrow_batch,
     build_once,
     default_cache_root,
     map_arrow,
@@ -74,7 +76,12 @@ def _features():
     )
 
 
-def render_training_batch(batch: dict[str, list], *, renderer: Renderer) -> dict[str, list]:
+@functools.cache
+def _schema() -> pa.Schema:
+    return _features().arrow_schema
+
+
+def render_training_batch(batch: dict[str, list], *, renderer: Renderer) -> pa.Table:
     """The map function: each example rendered for the target, or dropped when no response token is left."""
     outs = renderer.render_many([json.loads(m) for m in batch["messages"]])
     keep = [i for i, o in enumerate(outs) if not isinstance(o, RenderFailure)]
@@ -83,13 +90,14 @@ def render_training_batch(batch: dict[str, list], *, renderer: Renderer) -> dict
         lab = np.where(outs[i].response_mask, outs[i].input_ids, -100).astype(np.int32)
         lab[0] = -100  # the first token has nothing to predict it
         labels.append(lab)
-    return {
+    columns = {
         "example_id": [batch["example_id"][i] for i in keep],
         "input_ids": [outs[i].input_ids for i in keep],
         "labels": labels,
         "confident": [batch["split"][i] == CONFIDENT for i in keep],
         "truncated": [outs[i].truncated for i in keep],
     }
+    return arrow_batch(columns, _schema())
 
 
 def _profile_splits(profile: str) -> tuple[dict[str, str], str]:

@@ -16,6 +16,7 @@ error names its file, row and field), exactly as the run's ``examples`` table wi
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -87,6 +88,30 @@ def _features():
             "truncated": Value("bool"),
         }
     )
+
+
+@functools.cache
+def _schema() -> pa.Schema:
+    return _features().arrow_schema
+
+
+def arrow_batch(columns: Mapping[str, Sequence], schema: pa.Schema) -> pa.Table:
+    """A map function's output as an Arrow table of ``schema`` (every column of it: datasets keeps no input
+    column beside a table). Each list column is built from one concatenated numpy array and its offsets; datasets'
+    own conversion of a list of numpy arrays walks them one by one, about 4x slower."""
+    arrays = []
+    for field in schema:
+        values = columns[field.name]
+        if pa.types.is_list(field.type):
+            item = field.type.value_type
+            lengths = np.fromiter((len(v) for v in values), dtype=np.int32, count=len(values))
+            offsets = np.zeros(len(values) + 1, dtype=np.int32)
+            np.cumsum(lengths, out=offsets[1:])
+            flat = np.concatenate(values) if len(values) else np.zeros(0)
+            arrays.append(pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat.astype(item.to_pandas_dtype()))))
+        else:
+            arrays.append(pa.array(values, type=field.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def default_cache_root(table: str | Path) -> Path:
@@ -204,7 +229,7 @@ def _raw_row(batch: dict[str, list], i: int) -> RawRow:
     return parse_jsonl_line(source_file, row, line, text)
 
 
-def render_batch(batch: dict[str, list], *, renderer: Renderer, fmt: str, fields) -> dict[str, list]:
+def render_batch(batch: dict[str, list], *, renderer: Renderer, fmt: str, fields) -> pa.Table:
     """The map function: one output row per input row, rendered, or with the reason it could not be."""
     n = len(batch["text"])
     out: dict[str, list] = {k: [None] * n for k in _features() if k not in RAW_SCHEMA.names}
@@ -236,7 +261,8 @@ def render_batch(batch: dict[str, list], *, renderer: Renderer, fmt: str, fields
         out["n_response_tokens"][i] = int(np.count_nonzero(rx.response_mask[1:]))
         out["n_prompt_tokens"][i] = len(rx.input_ids) - out["n_response_tokens"][i]
         out["truncated"][i] = rx.truncated
-    return out
+    kept = {k: batch[k] for k in _schema().names if k not in out}  # the input's columns the output keeps
+    return arrow_batch({**kept, **out}, _schema())
 
 
 def _fail(out: dict[str, list], i: int, err: DataError, base_id: str) -> None:
