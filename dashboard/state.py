@@ -258,11 +258,12 @@ def hard_tokens(path: str, flt: Filter, min_count: int, limit: int) -> tuple[pl.
     return queries.rank_hard_tokens(totals, info, min_count=min_count, limit=limit)
 
 
-@st.cache_data(show_spinner=False, max_entries=4)
+@st.cache_resource(show_spinner=False, max_entries=4)
 def _comparison(a: str, b: str, key_a: str, key_b: str):
     """:func:`profiler.table.compare.compare_tables` of ``a`` and ``b``, kept beside ``a`` by its cache (under
     ``b``'s content key: its scalars as JSON, its frames as Parquet), so the next server on the same two tables
-    reads it instead of comparing again."""
+    reads it instead of comparing again. A resource, not data: one object for every run and session (its frames
+    hold every common example, a million rows that ``st.cache_data`` would copy on every run); nothing changes it."""
     from profiler.table import compare
 
     computed = functools.cache(lambda: compare.compare_tables(a, b))  # once, for every part kept
@@ -289,6 +290,17 @@ def _compare_density(a: str, b: str, key_a: str, key_b: str, cells_per_axis: int
 
 def compare_density(a: str, b: str, cells_per_axis: int):
     return _compare_density(a, b, table_cache(a).key, table_cache(b).key, cells_per_axis)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _compare_points(a: str, b: str, key_a: str, key_b: str, cap: int) -> pl.DataFrame:
+    joined = _comparison(a, b, key_a, key_b).joined
+    return joined if joined.height <= cap else joined.sample(cap, seed=0)
+
+
+def compare_points(a: str, b: str, cap: int) -> pl.DataFrame:
+    """The common examples drawn as points on the compare scatter: all of them up to ``cap``, else a seeded sample."""
+    return _compare_points(a, b, table_cache(a).key, table_cache(b).key, cap)
 
 
 # --- the explorer's table ---------------------------------------------------------------------------------------

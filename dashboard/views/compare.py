@@ -21,7 +21,7 @@ cols[1].metric("Spearman", f"{cmp.spearman:.3f}")
 cols[2].metric("Kendall tau-b", f"{cmp.kendall:.3f}")
 cols[3].metric("Split agreement", f"{cmp.agreement_rate:.1%}")
 cap = state.POINT_CAP
-joined = cmp.joined if cmp.n_common <= cap else cmp.joined.sample(cap, seed=0)
+joined = state.compare_points(a, b, cap)
 per_axis = queries.GRID // state.density_step(cmp.n_common)
 cells, extent = state.compare_density(a, b, per_axis)
 layer = figures.density_layer(cells, extent, per_axis)
