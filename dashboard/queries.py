@@ -1,7 +1,7 @@
 """The dashboard's queries: pure functions over a reader's cursor, returning polars frames or dicts.
 
 They query only the read views that :mod:`profiler.table.schema` defines (``example_view``, ``score_view``,
-``token_view``, ``checkpoint_view``, ``meta_view``), which the reader creates on each cursor it hands out
+``token_view``, ``text_view``, ``checkpoint_view``, ``meta_view``), which the reader creates on each cursor it hands out
 (:meth:`profiler.table.ConfidenceTable.cursor`). Aggregation and sampling happen in DuckDB, so a page costs the
 same for 1k or 1M examples. Every value a user types reaches DuckDB as a parameter, never as SQL text.
 
@@ -668,8 +668,7 @@ def explore(
         raise ValueError(f"cannot sort by {sort!r}; choose one of {SORTABLE}")
     rel, where, params = _filtered(con, flt)
     total = _scalar(con, f"SELECT count(*) FROM {rel} WHERE {where}", params)
-    # The page's rows from the points; their text from example_view, for those rows only (a list of ids: the
-    # filter then reaches every table the view joins).
+    # The page's rows from the points; their text from text_view, for those rows only.
     page = fetch_frame(
         con,
         f"""
@@ -685,7 +684,7 @@ def explore(
         f"""
         SELECT example_id, {_clipped("prompt", EXPLORE_CHARS)} AS prompt,
                {_clipped("response", EXPLORE_CHARS)} AS response
-        FROM example_view WHERE example_id IN ({", ".join("?" * len(ids)) or "NULL"})
+        FROM text_view WHERE example_id IN ({", ".join("?" * len(ids)) or "NULL"})
         """,
         ids,
     )

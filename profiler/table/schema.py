@@ -145,6 +145,9 @@ VIEWS = {
         LEFT JOIN (SELECT example_id, umap_x, umap_y FROM embeddings) m USING (example_id)
         LEFT JOIN (SELECT example_id, ifd FROM ifd) f USING (example_id)
     """,
+    # Each example's texts alone: a lookup of a page of examples by id reads the examples table only (through
+    # example_view it joins every example's confidence, coordinates and IFD first: 6x slower at 1M).
+    "text_view": "SELECT example_id, prompt, response FROM examples",
     # One row per (example, checkpoint) score, with the checkpoint's position and the example's split and bin
     # (NULL where the example has no confidence yet).
     "score_view": """
