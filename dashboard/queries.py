@@ -298,7 +298,7 @@ class Filter:
 
     def where(self, rel: str = "example_view", on_points: bool = False) -> tuple[str, list[Any]]:
         """A WHERE clause over ``example_view``'s columns (or, ``on_points``, those of the points relation ``rel``,
-        :data:`CACHED`, where the text search reads example_view) and its parameters."""
+        :data:`CACHED`, where the text search reads text_view) and its parameters."""
         parts, params = ["TRUE"], []
         if self.splits:
             parts.append("list_contains(?::VARCHAR[], split)")
@@ -323,7 +323,7 @@ class Filter:
                 "(contains(lower(coalesce(prompt, '')), lower(?)) OR contains(lower(coalesce(response, '')), lower(?))"
                 " OR example_id = ?)"
             )
-            parts.append(f"example_id IN (SELECT example_id FROM example_view WHERE {text})" if on_points else text)
+            parts.append(f"example_id IN (SELECT example_id FROM text_view WHERE {text})" if on_points else text)
             params += [self.search, self.search, self.search]
         if self.ids is not None:
             parts.append("example_id IN (SELECT unnest(?::VARCHAR[]))")
