@@ -40,14 +40,22 @@ REL_VAR = "variability / -confidence"
 
 SORTABLE = ("rank", "confidence", "variability", "mean_nll", "ifd", "row_index", "n_response_tokens", "source")
 
-# The maps' coordinates, as columns of the points relation (:data:`CACHED`) and as expressions over example_view.
-MAP_SPACES = {"data_map": ("rel_variability", "log_ppl"), "semantic_map": ("umap_x", "umap_y")}
+# The maps' coordinates, as columns of the points relation (:data:`CACHED`) and as expressions over example_view;
+# the compare scatter's, as columns of :data:`COMPARE_POINTS` (both tables' log10 mean perplexity).
+MAP_SPACES = {
+    "data_map": ("rel_variability", "log_ppl"),
+    "semantic_map": ("umap_x", "umap_y"),
+    "compare": ("cmp_x", "cmp_y"),
+}
 _SPACE_SQL = {"data_map": (REL_VAR, LOG_PPL), "semantic_map": ("umap_x", "umap_y")}
-MAP_NAMES = {"data_map": "data map", "semantic_map": "semantic map"}
+MAP_NAMES = {"data_map": "data map", "semantic_map": "semantic map", "compare": "compare scatter"}
 GRID = 256  # map cells per axis at the finest resolution (each map's extent, over the whole table)
 GRID_STEPS = (1, 2, 4)  # cells merged per axis: resolutions of 256, 128 and 64 cells
 
 CACHE = "sftmix_cache"  # the attached in-memory database of dashboard.cache
+# The common examples of the compared tables, by this table's row_index, at their place on the compare scatter
+# (``cmp_x``, ``cmp_y``): made by :func:`store_compare_points`, what a selection on that scatter is taken from.
+COMPARE_POINTS = f"{CACHE}.compare_points"
 
 
 def _cell(value: str, lo: str, hi: str) -> str:
@@ -196,14 +204,19 @@ class Shape:
     def where(self, rel: str, on_points: bool) -> tuple[str, list[Any]]:
         """SQL over ``rel``, the points relation (``on_points``) or example_view, and its parameters."""
         x, y = MAP_SPACES[self.space]
-        if not on_points:  # the coordinates are expressions over example_view
+        if self.space == "compare":  # the coordinates are in COMPARE_POINTS, by row_index
+            rel, on_points = COMPARE_POINTS, True
+        elif not on_points:  # the coordinates are expressions over example_view
             sx, sy = _SPACE_SQL[self.space]
             rel = f"(SELECT row_index, {sx} AS {x}, {sy} AS {y} FROM example_view)"
         parts, params = [], []
         for kind, xs, ys in self.parts:
             if kind == "box":
                 cx, cy = (x, y) if on_points else _SPACE_SQL[self.space]
-                parts.append(f"(({cx}) BETWEEN ? AND ? AND ({cy}) BETWEEN ? AND ?)")
+                inside = f"(({cx}) BETWEEN ? AND ? AND ({cy}) BETWEEN ? AND ?)"
+                if self.space == "compare":
+                    inside = f"row_index IN (SELECT row_index FROM {rel} WHERE {inside})"
+                parts.append(inside)
                 params += [min(xs), max(xs), min(ys), max(ys)]
             else:
                 sql, more = polygon_sql(rel, x, y, xs, ys)
@@ -612,6 +625,24 @@ def table_labels(a: str, b: str) -> tuple[str, str]:
     while n < max(len(pa), len(pb)) and pa[-n:] == pb[-n:]:
         n += 1
     return "/".join(pa[-n:]), "/".join(pb[-n:])
+
+
+def store_compare_points(con: duckdb.DuckDBPyConnection, joined: pl.DataFrame) -> int:
+    """Make :data:`COMPARE_POINTS` from a comparison's common examples (``example_id``, ``confidence_a``,
+    ``confidence_b``): each at its place on the compare scatter, by this table's ``row_index``; returns its rows."""
+    frame = joined.select("example_id", "confidence_a", "confidence_b")
+    con.register("compared_rows", frame)
+    try:
+        con.execute(
+            f"""
+            CREATE OR REPLACE TABLE {COMPARE_POINTS} AS
+            SELECT e.row_index, log10(-c.confidence_a) AS cmp_x, log10(-c.confidence_b) AS cmp_y
+            FROM compared_rows c JOIN (SELECT example_id, row_index FROM {_points(con)[0]}) e USING (example_id)
+            """
+        )
+    finally:
+        con.unregister("compared_rows")
+    return _scalar(con, f"SELECT count(*) FROM {COMPARE_POINTS}")
 
 
 def compare_density(

@@ -288,6 +288,18 @@ def _compare_density(a: str, b: str, key_a: str, key_b: str, cells_per_axis: int
     return queries.compare_density(_comparison(a, b, key_a, key_b).joined, cells_per_axis)
 
 
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _compare_selectable(a: str, b: str, key_a: str, key_b: str) -> int:
+    return queries.store_compare_points(cursor(a), _comparison(a, b, key_a, key_b).joined)
+
+
+def compare_selectable(a: str, b: str) -> int:
+    """The common examples of ``a`` and ``b`` at their place on the compare scatter, made once per state of both
+    tables in ``a``'s cache (:data:`dashboard.queries.COMPARE_POINTS`): a box or lasso there selects among them in
+    SQL. Returns their number."""
+    return _compare_selectable(a, b, table_cache(a).key, table_cache(b).key)
+
+
 def compare_density(a: str, b: str, cells_per_axis: int):
     return _compare_density(a, b, table_cache(a).key, table_cache(b).key, cells_per_axis)
 
@@ -363,7 +375,8 @@ def selected_ids() -> tuple[str, ...] | None:
 
 
 SHAPE_KEY = "selected_shape"  # session state: the box or lasso drawn on a map (a queries.Shape)
-MAP_KEYS = {"data_map": "map_plot", "semantic_map": "sem_plot"}  # the maps' chart widgets (their selection events)
+# The maps' chart widgets (their selection events): a selection on any of them filters every page.
+MAP_KEYS = {"data_map": "map_plot", "semantic_map": "sem_plot", "compare": "cmp_plot"}
 
 
 def selected_shape() -> Shape | None:
@@ -406,6 +419,8 @@ def filter_sidebar(path: str) -> Filter:
     for space, key in MAP_KEYS.items():
         select_on_map(space, st.session_state.get(key))
     shape = selected_shape()
+    if shape is not None and shape.space == "compare":
+        compare_selectable(path, compare_path())  # what the selection is taken from, in this table's cache
     # The clear buttons act in callbacks, before the script runs again: the run they start no longer shows them.
     if ids is not None:
         sb.caption(f"{len(ids):,} examples selected on the semantic map")

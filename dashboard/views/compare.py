@@ -1,5 +1,8 @@
 """Compare: two profiles of the same data (a weak and a strong reference, say). The scatter is on log10 mean
-perplexity, as the data map: every common example in the density layer, a sample of points on top."""
+perplexity, as the data map: every common example in the density layer, a sample of points on top; a box or lasso
+there selects every common example inside it (in SQL), and the other pages then show only them."""
+
+from dataclasses import replace
 
 import streamlit as st
 
@@ -29,7 +32,13 @@ st.caption(
     f"Density: all {cmp.n_common:,} common examples, counted in {per_axis}×{per_axis} cells · points: "
     f"{joined.height:,} drawn on top" + (f" (a random sample: cap {cap:,})" if cmp.n_common > cap else "")
 )
-st.plotly_chart(figures.compare_scatter(joined, name_a, name_b, density=layer, extent=extent), width="stretch")
+# A box or lasso selects among every common example, in SQL (the sidebar makes their places, once, when one is drawn).
+fig = figures.compare_scatter(joined, name_a, name_b, density=layer, extent=extent)
+shape = state.selected_shape()
+if shape is not None and shape.space == "compare":
+    figures.shape_outline(fig, shape)
+st.plotly_chart(fig, width="stretch", on_select="rerun", selection_mode=("box", "lasso"), key="cmp_plot")
+state.selection_note(a, replace(state.current_filter(), shape=None), "compare")
 st.plotly_chart(figures.agreement_heatmap(cmp.agreement, name_a, name_b), width="stretch")
 st.subheader(f"{cmp.flips.height:,} examples change split (largest rank change first)")
 st.dataframe(cmp.flips.head(500), hide_index=True, width="stretch")

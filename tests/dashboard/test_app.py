@@ -591,6 +591,32 @@ def test_a_second_server_reads_the_comparison_kept_beside_the_table(
     assert len(calls) == 1
 
 
+def test_a_box_on_the_compare_scatter_filters_the_other_pages(monkeypatch, small_profile, other_profile):
+    """A box drawn on the compare scatter (as its selection event stores it) is the filter of every page: the
+    compare page counts it and outlines it, the explorer lists exactly the common examples inside it."""
+    from dashboard.queries import Shape
+    from dashboard.state import SHAPE_KEY
+    from profiler.table.compare import compare_tables
+
+    joined = compare_tables(small_profile, other_profile).joined
+    x = (-joined["confidence_a"]).log10()
+    y = (-joined["confidence_b"]).log10()
+    x0, x1, y0 = float(x.median()), float(x.max()) + 1, float(y.min()) - 1
+    y1 = float(y.max()) + 1
+    expected = set(joined.filter((x >= x0) & (x <= x1) & (y >= y0) & (y <= y1))["example_id"])
+    assert 0 < len(expected) < joined.height
+    at = goto(app(monkeypatch, small_profile, other_profile), "compare")
+    at.session_state[SHAPE_KEY] = Shape("compare", (("box", (x0, x1), (y0, y1)),))
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert f"{len(expected):,} examples inside the box on the compare scatter" in at.success[0].value
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert any(t.get("name") == "selection" for t in spec["data"])  # the box outlined
+    at = goto(at, "explorer")
+    assert f"{len(expected):,} examples match the filter" in captions(at)
+    assert set(at.dataframe[0].value["example_id"]) == expected
+
+
 def test_compare_page_with_a_profile_not_scored_yet(monkeypatch, small_profile, unfinished_profile):
     at = goto(app(monkeypatch, small_profile, unfinished_profile), "compare")
     assert "has no confidence yet" in at.info[0].value

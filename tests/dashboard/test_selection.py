@@ -121,3 +121,36 @@ def test_selection_density_and_sample_on_a_profile(synthetic, cached):
         fig = figures.shape_outline(figures.semantic_map(pts, density=layer), lasso)
         assert [t.type for t in fig.data][0] == "heatmap" and fig.data[-1].name == "selection"
         assert np.nansum(np.asarray(fig.data[0].customdata, dtype=float)) == inside.sum()
+
+
+def test_a_selection_on_the_compare_scatter_holds_every_common_example_inside(small_profile, other_profile):
+    """The compare scatter's box or lasso, over the common examples' log10 mean perplexity in A and B, selects in SQL
+    exactly the examples whose place is inside (against polars and matplotlib on the comparison's own frame), on
+    table A's points and on example_view alike; the other pages then filter by it."""
+    from profiler.table.compare import compare_tables
+
+    joined = compare_tables(small_profile, other_profile).joined
+    xy = np.column_stack([np.log10(-joined["confidence_a"].to_numpy()), np.log10(-joined["confidence_b"].to_numpy())])
+    with open_table(small_profile) as t:
+        cache.TableCache(t, persist=False).need("points")
+        con = t.cursor()
+        assert queries.store_compare_points(con, joined) == joined.height
+        (x0, x1), (y0, y1) = np.quantile(xy[:, 0], [0.2, 0.8]), np.quantile(xy[:, 1], [0.1, 0.9])
+        box = Shape("compare", (("box", (x1, x0), (y0, y1)),))  # corners in any order, as a drag gives them
+        inside = (xy[:, 0] >= x0) & (xy[:, 0] <= x1) & (xy[:, 1] >= y0) & (xy[:, 1] <= y1)
+        lo, hi = xy.min(axis=0), xy.max(axis=0)
+        # A triangle over the lower-left half, its corners off the data (no point on its edges but by chance).
+        tri = (lo[0] - 1, hi[0] + 1, lo[0] - 1), (lo[1] - 1, lo[1] - 1, hi[1] + 1)
+        lasso = Shape("compare", (("lasso", tri[0], tri[1]),))
+        in_tri = PolygonPath(np.column_stack(tri)).contains_points(xy)
+        ids = joined["example_id"].to_numpy()
+        for shape, mask in ((box, inside), (lasso, in_tri)):
+            assert 0 < mask.sum() < len(mask)
+            flt = Filter(shape=shape)
+            assert queries.count(con, flt) == mask.sum()
+            where, params = flt.where()  # over example_view, as the export's query reads it
+            got = {r[0] for r in con.execute(f"SELECT example_id FROM example_view WHERE {where}", params).fetchall()}
+            assert got == set(ids[mask])
+            page, total = queries.explore(con, flt, limit=500)
+            assert total == mask.sum() and set(page["example_id"]) == set(ids[mask])
+        assert box.describe() == "box on the compare scatter"
