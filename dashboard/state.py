@@ -143,19 +143,34 @@ def split_counts(path: str, flt: Filter) -> dict[str, int]:
     return queries.split_counts(cursor(path), flt)
 
 
+def _unfiltered(flt: Filter) -> bool:
+    """Whether ``flt`` keeps every example: what a page shows on a first visit, kept beside the table."""
+    return flt == Filter()
+
+
 @_by_content(32)
 def sample_points(path: str, flt: Filter, cap: int, need_map: bool) -> tuple[pl.DataFrame, int]:
-    return queries.sample_points(cursor(path), flt, cap=cap, need_map=need_map)
+    """The seeded sample of points a map (or the dynamics) draws and the number matching; for the whole table and
+    at most :data:`POINT_CAP` points, kept beside the table (the next server reads it)."""
+    computed = functools.cache(lambda: queries.sample_points(cursor(path), flt, cap=cap, need_map=need_map))
+    if not _unfiltered(flt) or cap > POINT_CAP:
+        return computed()
+    kept, name = table_cache(path), f"sample_{cap}_{'map' if need_map else 'all'}"
+    return kept.summary(name, lambda: computed()[0]), kept.summary(f"{name}_n", lambda: {"n": computed()[1]})["n"]
 
 
 @_by_content()
 def map_extent(path: str, space: str) -> tuple[float, float, float, float] | None:
-    return queries.map_extent(cursor(path), space)
+    extent = table_cache(path).summary(f"extent_{space}", lambda: {"extent": queries.map_extent(cursor(path), space)})
+    return None if extent["extent"] is None else tuple(extent["extent"])
 
 
 @_by_content(32)
 def density(path: str, flt: Filter, space: str, step: int) -> pl.DataFrame:
-    return queries.density(cursor(path), flt, space, step)
+    """A map's cells (:func:`dashboard.queries.density`); the whole table's, at each resolution, kept beside it."""
+    if not _unfiltered(flt):
+        return queries.density(cursor(path), flt, space, step)
+    return table_cache(path).summary(f"density_{space}_{step}", lambda: queries.density(cursor(path), flt, space, step))
 
 
 def density_step(total: int) -> int:

@@ -617,6 +617,41 @@ def test_a_box_on_the_compare_scatter_filters_the_other_pages(monkeypatch, small
     assert set(at.dataframe[0].value["example_id"]) == expected
 
 
+def test_a_second_server_draws_the_maps_from_what_is_kept_beside_the_table(monkeypatch, small_profile, tmp_path):
+    """The whole table's map cells, extents and point samples are kept beside it: a new server (Streamlit's caches
+    cleared) draws the same data map, semantic map and dynamics without computing them again; a filter still
+    computes its own."""
+    import streamlit as st
+
+    table = tmp_path / "t" / "run.duckdb"
+    table.parent.mkdir()
+    shutil.copy(small_profile, table)
+    pages = ("data_map", "semantic_map", "dynamics")
+
+    def specs(at) -> list[list[str]]:
+        out = []
+        for page in pages:
+            goto(at, page)
+            out.append([c.proto.spec for c in at.get("plotly_chart")])
+        return out
+
+    first = specs(app(monkeypatch, table))
+    st.cache_data.clear()
+    st.cache_resource.clear()  # a new server: only what is kept beside the table remains
+    calls = []
+
+    def spy(name, real):
+        return lambda *a, **kw: calls.append(name) or real(*a, **kw)
+
+    for name in ("density", "sample_points", "map_extent"):
+        monkeypatch.setattr(queries, name, spy(name, getattr(queries, name)))
+    at = app(monkeypatch, table)
+    assert specs(at) == first and calls == []  # the same figures, nothing computed again
+    at.session_state["f_splits"] = ["confident"]
+    goto(at, "data_map")
+    assert "density" in calls and "sample_points" in calls  # a filtered map computes its own
+
+
 def test_compare_page_with_a_profile_not_scored_yet(monkeypatch, small_profile, unfinished_profile):
     at = goto(app(monkeypatch, small_profile, unfinished_profile), "compare")
     assert "has no confidence yet" in at.info[0].value
