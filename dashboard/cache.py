@@ -63,6 +63,7 @@ class TableCache:
         self.key = key or content_key(table)
         self.folder = cache_dir(table.path) / self.key if persist else None
         self._lock = threading.Lock()
+        self._made: set[str] = set()  # what once() made in this cache's in-memory database
         self.seconds: dict[str, float] = {}  # per part: the time it took to build or load
         table.con.execute(f"ATTACH IF NOT EXISTS ':memory:' AS {CACHE} (READ_WRITE)")
 
@@ -86,6 +87,17 @@ class TableCache:
                         f"CREATE OR REPLACE VIEW {CACHE}.{part} AS SELECT * FROM read_parquet('{_quoted(stored)}')"
                     )
                 self.seconds[part] = time.perf_counter() - t0
+
+    def made(self, tag: str) -> bool:
+        return tag in self._made
+
+    def once(self, tag: str, make: Callable[[], Any]) -> None:
+        """Run ``make`` once per ``tag`` for this open table: what it builds lives in this cache's in-memory
+        database, so a table opened again (another connection) builds it again."""
+        with self._lock:
+            if tag not in self._made:
+                make()
+                self._made.add(tag)
 
     def summary(self, name: str, compute: Callable[[], Any]) -> Any:
         """A whole-table result (a dict of JSON values, or a polars frame) of ``compute()``, kept beside the table

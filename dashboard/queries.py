@@ -176,11 +176,13 @@ class Shape:
     examples' coordinates, not only among the points drawn.
 
     ``space`` is the map (a key of :data:`MAP_SPACES`); ``parts`` holds ``(kind, xs, ys)`` per box or lasso: a box's
-    ``xs`` and ``ys`` are its two corners' x and y, a lasso's its vertices.
+    ``xs`` and ``ys`` are its two corners' x and y, a lasso's its vertices. ``against``, for the compare scatter: the
+    content key of the table compared with (its places depend on it, and so does every result cached by filter).
     """
 
     space: str
     parts: tuple[tuple[str, tuple[float, ...], tuple[float, ...]], ...]
+    against: str = ""
 
     @classmethod
     def from_selection(cls, space: str, selection: dict | None) -> Shape | None:

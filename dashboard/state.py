@@ -21,6 +21,7 @@ import streamlit as st
 from dashboard import COMPARE_ENV, TABLE_ENV, figures, queries
 from dashboard.cache import TableCache
 from dashboard.queries import Filter, Shape
+from profiler.errors import TableError
 from profiler.table import ConfidenceTable, open_table
 
 # Points drawn on top of a map's density (which holds every example) by default, and at most: for hover and click.
@@ -303,16 +304,21 @@ def _compare_density(a: str, b: str, key_a: str, key_b: str, cells_per_axis: int
     return queries.compare_density(_comparison(a, b, key_a, key_b).joined, cells_per_axis)
 
 
-@st.cache_resource(show_spinner=False, max_entries=4)
-def _compare_selectable(a: str, b: str, key_a: str, key_b: str) -> int:
-    return queries.store_compare_points(cursor(a), _comparison(a, b, key_a, key_b).joined)
+def compare_selectable(a: str, b: str) -> str:
+    """The common examples of ``a`` and ``b`` at their place on the compare scatter, made once per state of ``b``
+    in ``a``'s open cache (:data:`dashboard.queries.COMPARE_POINTS`): a box or lasso there selects among them in
+    SQL. Returns ``b``'s content key (what a compare selection is made against).
 
-
-def compare_selectable(a: str, b: str) -> int:
-    """The common examples of ``a`` and ``b`` at their place on the compare scatter, made once per state of both
-    tables in ``a``'s cache (:data:`dashboard.queries.COMPARE_POINTS`): a box or lasso there selects among them in
-    SQL. Returns their number."""
-    return _compare_selectable(a, b, table_cache(a).key, table_cache(b).key)
+    Raises:
+        TableError: ``b`` cannot be compared with ``a`` (not scored yet, other data).
+    """
+    kept, key_b = table_cache(a), table_cache(b).key
+    tag = f"compare_points:{b}:{key_b}"
+    if not kept.made(tag):
+        joined = _comparison(a, b, kept.key, key_b).joined  # outside the cache's lock: it opens cursors
+        con = cursor(a)
+        kept.once(tag, lambda: queries.store_compare_points(con, joined))
+    return key_b
 
 
 def compare_density(a: str, b: str, cells_per_axis: int):
@@ -400,13 +406,37 @@ def selected_shape() -> Shape | None:
 
 def select_on_map(space: str, event) -> Shape | None:
     """The shape of a map's selection event, stored as the selection when it is new (a rerun repeats the last
-    event: a shape cleared in the sidebar stays cleared until another is drawn); the stored shape."""
+    event: a shape cleared in the sidebar stays cleared until another is drawn); the stored shape. A shape on the
+    compare scatter records the compared table's content key."""
     shape = Shape.from_selection(space, event.selection if event else None)
+    if shape is not None and space == "compare":
+        try:
+            shape = replace(shape, against=table_cache(compare_path()).key)
+        except (TableError, TypeError, OSError):  # no compared table (any more)
+            shape = None
     seen = f"_seen_{space}"
     if shape is not None and st.session_state.get(seen) != shape:
         st.session_state[SHAPE_KEY] = shape
     st.session_state[seen] = shape
     return selected_shape()
+
+
+def _checked_compare_shape(sb, path: str) -> Shape | None:
+    """The stored selection, with what a compare selection reads made in this table's cache; a compare selection
+    made against another state of the compared table (written again since), or against one that can no longer be
+    compared, is dropped with a note."""
+    shape = selected_shape()
+    if shape is None or shape.space != "compare":
+        return shape
+    try:
+        current = compare_selectable(path, compare_path()) if compare_path() else None
+    except (TableError, OSError):
+        current = None
+    if current != shape.against:
+        st.session_state.pop(SHAPE_KEY, None)
+        sb.caption("The selection on the compare scatter was cleared: the compared table has changed.")
+        return None
+    return shape
 
 
 TOKEN_KEY = "token_filter"  # session state: the token chosen on the hard-tokens page (a queries.token_key)
@@ -433,9 +463,7 @@ def filter_sidebar(path: str) -> Filter:
     # filter of this run already (the sidebar's count, the map's outline).
     for space, key in MAP_KEYS.items():
         select_on_map(space, st.session_state.get(key))
-    shape = selected_shape()
-    if shape is not None and shape.space == "compare":
-        compare_selectable(path, compare_path())  # what the selection is taken from, in this table's cache
+    shape = _checked_compare_shape(sb, path)
     # The clear buttons act in callbacks, before the script runs again: the run they start no longer shows them.
     if ids is not None:
         sb.caption(f"{len(ids):,} examples selected on the semantic map")

@@ -38,7 +38,8 @@ shape = state.selected_shape()
 if shape is not None and shape.space == "compare":
     figures.shape_outline(fig, shape)
 st.plotly_chart(fig, width="stretch", on_select="rerun", selection_mode=("box", "lasso"), key="cmp_plot")
-state.selection_note(a, replace(state.current_filter(), shape=None), "compare")
+if shape is not None and shape.space == "compare":  # the compare page itself is not filtered by other maps
+    state.selection_note(a, replace(state.current_filter(), shape=None), "compare")
 st.plotly_chart(figures.agreement_heatmap(cmp.agreement, name_a, name_b), width="stretch")
 st.subheader(f"{cmp.flips.height:,} examples change split (largest rank change first)")
 st.dataframe(cmp.flips.head(500), hide_index=True, width="stretch")

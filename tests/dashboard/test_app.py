@@ -605,8 +605,17 @@ def test_a_box_on_the_compare_scatter_filters_the_other_pages(monkeypatch, small
     y1 = float(y.max()) + 1
     expected = set(joined.filter((x >= x0) & (x <= x1) & (y >= y0) & (y <= y1))["example_id"])
     assert 0 < len(expected) < joined.height
+    from dashboard.cache import content_key
+    from profiler.table import open_table
+
+    with open_table(other_profile) as t:
+        key_b = content_key(t)
+    box = (("box", (x0, x1), (y0, y1)),)
     at = goto(app(monkeypatch, small_profile, other_profile), "compare")
-    at.session_state[SHAPE_KEY] = Shape("compare", (("box", (x0, x1), (y0, y1)),))
+    at.session_state[SHAPE_KEY] = Shape("compare", box, against="an older state of B")
+    at.run()  # made against a B written again since: dropped, said so
+    assert "was cleared: the compared table has changed" in captions(at) and not at.success
+    at.session_state[SHAPE_KEY] = Shape("compare", box, against=key_b)
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert f"{len(expected):,} examples inside the box on the compare scatter" in at.success[0].value
