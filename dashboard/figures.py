@@ -658,7 +658,7 @@ def compare_scatter(
             )
         )
     with_density(fig, density)
-    fig.update_layout(height=550)
+    fig.update_layout(dragmode="lasso", height=550)  # as the maps: a drag selects
     if extent is not None:
         x_lo, x_hi = _padded(extent[0], extent[1])
         y_lo, y_hi = _padded(extent[2], extent[3])

@@ -42,11 +42,12 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 
 @contextmanager
-def serve(table: Path, tmp_path: Path):
-    """`sftmix dashboard` on a free port, in a process group of its own that the exit stops entirely."""
+def serve(table: Path, tmp_path: Path, *options: str):
+    """`sftmix dashboard TABLE [OPTIONS]` on a free port, in a process group of its own that the exit stops
+    entirely."""
     port = free_port()
     log = tmp_path / "server.log"
-    proc = start_server([*SFTMIX, "dashboard", str(table), "--port", str(port)], log)
+    proc = start_server([*SFTMIX, "dashboard", str(table), *options, "--port", str(port)], log)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(url, proc, log)
@@ -263,6 +264,20 @@ def plot_traces(driver) -> list[dict] | None:
     )
 
 
+def draw_lasso(driver, loop: list[tuple[float, float]]) -> None:
+    """A lasso on the first chart, drawn with the mouse through ``loop``: its vertices as fractions of the plot
+    area's width and height from its centre."""
+    drag = wait_for_element(driver, ".js-plotly-plot .nsewdrag")
+    w, h = drag.size["width"], drag.size["height"]
+    actions = ActionChains(driver).move_to_element_with_offset(drag, int(loop[0][0] * w), int(loop[0][1] * h))
+    actions.click_and_hold()
+    for (ax, ay), (bx, by) in zip(loop, loop[1:]):
+        for k in range(1, 6):
+            f = k / 5
+            actions.move_to_element_with_offset(drag, int((ax + f * (bx - ax)) * w), int((ay + f * (by - ay)) * h))
+    actions.release().perform()
+
+
 def test_a_map_of_200k_examples_draws_them_all_and_a_lasso_selects_every_one_inside(big_profile, browser, tmp_path):
     """The semantic map of 200k examples: a density layer of every one under 5,000 points; a lasso drawn with the
     mouse selects every example inside it (not only the points), counted against the table's coordinates read
@@ -277,17 +292,7 @@ def test_a_map_of_200k_examples_draws_them_all_and_a_lasso_selects_every_one_ins
         assert traces[0]["type"] == "heatmap" and {t["type"] for t in traces[1:]} == {"scattergl"}
         assert sum(t["n"] for t in traces[1:]) == 5_000
         screenshot(browser, "dashboard_semantic_map_200k.png", tmp_path)
-        # A lasso: a concave loop around the middle of the plot, drawn with the mouse.
-        drag = wait_for_element(browser, ".js-plotly-plot .nsewdrag")
-        w, h = drag.size["width"], drag.size["height"]
-        loop = [(-0.3, -0.3), (0.0, -0.1), (0.3, -0.3), (0.3, 0.3), (0.0, 0.1), (-0.3, 0.3), (-0.3, -0.3)]
-        actions = ActionChains(browser).move_to_element_with_offset(drag, int(loop[0][0] * w), int(loop[0][1] * h))
-        actions.click_and_hold()
-        for (ax, ay), (bx, by) in zip(loop, loop[1:]):
-            for k in range(1, 6):
-                f = k / 5
-                actions.move_to_element_with_offset(drag, int((ax + f * (bx - ax)) * w), int((ay + f * (by - ay)) * h))
-        actions.release().perform()
+        draw_lasso(browser, [(-0.3, -0.3), (0.0, -0.1), (0.3, -0.3), (0.3, 0.3), (0.0, 0.1), (-0.3, 0.3), (-0.3, -0.3)])
         body = wait_for_text(browser, "examples inside the lasso on the semantic map: the explorer and export")
         shown = int(re.search(r"([\d,]+) examples inside the lasso", body).group(1).replace(",", ""))
         outline = until(browser, lambda d: next((t for t in plot_traces(d) or [] if t["name"] == "selection"), None))
@@ -298,3 +303,27 @@ def test_a_map_of_200k_examples_draws_them_all_and_a_lasso_selects_every_one_ins
         until(browser, lambda d: d.find_element(By.CSS_SELECTOR, "[data-testid='stSidebarNav'] a[href$='explorer']"))
         browser.find_element(By.CSS_SELECTOR, "[data-testid='stSidebarNav'] a[href$='explorer']").click()
         wait_for_text(browser, "Explorer", f"{expected:,} examples match the filter")
+
+
+def test_a_lasso_on_the_compare_scatter_selects_the_common_examples_inside(
+    small_profile, other_profile, browser, tmp_path
+):
+    """`sftmix dashboard A --compare B`: a lasso drawn with the mouse on the compare scatter selects every common
+    example whose place (log10 mean perplexity in A and in B) is inside its outline; the explorer lists them."""
+    from profiler.table.compare import compare_tables
+
+    joined = compare_tables(small_profile, other_profile).joined
+    xy = np.column_stack([np.log10(-joined["confidence_a"].to_numpy()), np.log10(-joined["confidence_b"].to_numpy())])
+    with serve(small_profile, tmp_path, "--compare", str(other_profile)) as url:
+        browser.get(url + "/compare")
+        wait_for_text(browser, "Compare two profiles", "Density: all", "examples change split")
+        until(browser, lambda d: (t := plot_traces(d)) and len(t) > 1 and t)
+        draw_lasso(browser, [(-0.4, -0.4), (0.0, -0.4), (0.0, 0.4), (-0.4, 0.4), (-0.4, -0.4)])
+        body = wait_for_text(browser, "examples inside the lasso on the compare scatter: the explorer and export")
+        shown = int(re.search(r"([\d,]+) examples inside the lasso", body).group(1).replace(",", ""))
+        outline = until(browser, lambda d: next((t for t in plot_traces(d) or [] if t["name"] == "selection"), None))
+        inside = PolygonPath(np.column_stack([outline["x"][:-1], outline["y"][:-1]])).contains_points(xy)
+        screenshot(browser, "dashboard_compare_lasso.png", tmp_path)
+        assert shown == int(inside.sum()) and 0 < shown < len(xy)
+        browser.find_element(By.CSS_SELECTOR, "[data-testid='stSidebarNav'] a[href$='explorer']").click()
+        wait_for_text(browser, "Explorer", f"{shown:,} examples match the filter")
