@@ -57,7 +57,9 @@ def split_records(table_path: str | Path, split: str = "all") -> list[dict]:
 
 def split_frame(table_path: str | Path, split: str = "all") -> pl.DataFrame:
     """:func:`split_records` as a polars frame."""
-    return records_frame(split_records(table_path, split))
+    _check_split(split)
+    with open_table(table_path) as t:
+        return batches_frame(t.export_batches(split))  # Arrow memory, one batch of records in Python at a time
 
 
 def export_split(

@@ -135,7 +135,7 @@ class ConfidenceTable:
 
     def export_records(self, split: str = "all") -> list[dict]:
         """The scored examples of ``split`` (``all``: both halves), most confident first, as their original records
-        with the confidence columns (:func:`profiler.table.records.export_records`)."""
+        with the confidence columns (:func:`profiler.table.records.export_batches`, joined)."""
         return [rec for batch in self.export_batches(split) for rec in batch]
 
     def export_batches(self, split: str = "all", batch_rows: int | None = None) -> Iterator[list[dict]]:

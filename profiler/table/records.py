@@ -50,11 +50,6 @@ def export_batches(
         yield batch
 
 
-def export_records(con, where: str = "true", params: Sequence[Any] = ()) -> list[dict]:
-    """:func:`export_batches` as one list."""
-    return [rec for batch in export_batches(con, where, params) for rec in batch]
-
-
 def records_frame(records: list[dict]) -> pl.DataFrame:
     """Records as a polars frame (columns missing from some records are null there)."""
     return batches_frame([records])

@@ -245,10 +245,12 @@ def test_reader_export_records_and_split_examples(small_profile):
         with pytest.raises(ValueError, match="split must be one of"):
             t.export_records("unscored")
         assert "messages" in records[0]  # the original fields
-        from profiler.export import split_records
+        from profiler.export import split_frame, split_records
+        from profiler.table.records import records_frame
 
         for split in ("all", "confident", "unconfident"):  # `sftmix export` writes exactly these records
             assert t.export_records(split) == split_records(small_profile, split)
+            assert split_frame(small_profile, split).equals(records_frame(t.export_records(split)))
         split_ex = t.split_examples()
         ordered = ex.filter(ex["example_id"].is_in(conf["example_id"].implode()))["example_id"].to_list()
         assert split_ex["example_id"].to_list() == ordered  # input order
