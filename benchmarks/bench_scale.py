@@ -45,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]  # the source tree measured: children
 TULU3_N = 939_343
 NODE_GPUS, NODE_CORES = 8, 96
 CHECKPOINTS, EMBED_DIM = 2, 64
+RENDERED = "rendered.duckdb"  # a copy of the render stage's table, beside T/ (T's disk figures do not count it)
 STAGES = ("render", "resume", "shard", "writes", "train_prep", "info", "export", "merge", "score_overhead")
 # What a stage reads: the render stage's table, or that table with scores, confidence and its map (writes).
 NEEDS = {"resume": "render", "shard": "render", "writes": "render"} | dict.fromkeys(
@@ -214,7 +215,9 @@ class Run:
 # --- the stages (parent side) -----------------------------------------------------------------------------
 def stage_render(run: Run) -> list[Row]:
     shutil.rmtree(run.path("T"), ignore_errors=True)
+    run.path(RENDERED).unlink(missing_ok=True)
     row, r = run.child_row("render", run.path("T"), run.data_parallel())
+    shutil.copyfile(run.path("T", "T.duckdb"), run.path(RENDERED))  # what the writes stage starts again from
     tokens, growth = r["tokens"], row.m.peak_rss - row.baseline_rss
     row.notes = (
         f"{run.args.n / row.work_s:,.0f} examples/s; {tokens / run.args.n:.0f} tokens/example; "
@@ -790,6 +793,9 @@ def run_stage(run: Run, name: str, state: dict) -> None:
     """Run stage ``name`` (after what it needs), keep its rows, and record it as done in the workdir."""
     need = NEEDS.get(name)
     fresh = name == "writes" and "writes" in state["done"]  # its scores are there already: start from a new table
+    if fresh and run.path(RENDERED).is_file():  # the render's table as it was, instead of rendering again
+        shutil.copyfile(run.path(RENDERED), run.path("T", "T.duckdb"))
+        fresh = False
     if need and (need not in state["done"] or fresh):
         run_stage(run, need, state)
     if name == "render":

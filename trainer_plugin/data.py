@@ -26,9 +26,9 @@ import torch
 
 from profiler import open_table
 from profiler.data import Renderer, load_examples
+from profiler.data.arrow import arrow_batch
 from profiler.data.cache import (
     CACHE_FORMAT,
-    arrow_batch,
     build_once,
     default_cache_root,
     map_arrow,

@@ -56,6 +56,11 @@ EXAMPLE_COLUMNS = {
 
 # The writer's DuckDB memory cap (buffer pool): it appends and aggregates, it needs no more.
 WRITER_MEMORY_LIMIT = "2GB"
+# The write-ahead log's size at which DuckDB checkpoints it into the file. Each checkpoint writes the primary-key
+# indexes of the tables it touched whole, so at DuckDB's default (16 MB) a million-example run's ~500 score writes
+# cost more the larger the table grows: 1M scores with token NLLs took 97 CPU s at 16 MB and 45 at 1 GB (one
+# process, same rows). A killed run replays at most this much log when the table is next opened.
+WRITER_CHECKPOINT_THRESHOLD = "1GB"
 
 SCORE_COLUMNS = {
     "example_id": pl.Utf8,
@@ -129,27 +134,37 @@ def _rows_or_none(frame: pl.DataFrame | None) -> pl.DataFrame | None:
     return frame if frame is not None and frame.height else None
 
 
+def _list_frame(columns: dict[str, Sequence], schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    """A frame of ``schema`` whose list columns are built in bulk (:func:`profiler.data.arrow.list_array`): a
+    group of score batches holds tens of thousands of rows, and polars converts a Python list of arrays one row at
+    a time (about 60 s of a million-example run's writes)."""
+    import pyarrow as pa
+
+    from profiler.data.arrow import list_array
+
+    items = {pl.Float32: pa.float32(), pl.Utf8: pa.string()}
+    arrays = {
+        name: list_array(columns[name], items[dtype.inner]) if isinstance(dtype, pl.List) else columns[name]
+        for name, dtype in schema.items()
+    }
+    return pl.DataFrame(
+        {name: pl.from_arrow(a) if isinstance(a, pa.Array) else a for name, a in arrays.items()}, schema=schema
+    )
+
+
 def _vector_frame(ids: list[str], vectors: list) -> pl.DataFrame | None:
     """``embeddings`` rows (``example_id``, ``vector``) of the given vectors, or None when there are none."""
     if not ids:
         return None
-    return pl.DataFrame(
-        {"example_id": ids, "vector": [np.asarray(v, dtype=np.float32) for v in vectors]},
-        schema={"example_id": pl.Utf8, "vector": pl.List(pl.Float32)},
-    )
+    return _list_frame({"example_id": ids, "vector": vectors}, {"example_id": pl.Utf8, "vector": pl.List(pl.Float32)})
 
 
 def _token_frame(checkpoint_id: int, ids: list[str], per_token: list) -> pl.DataFrame | None:
     """``token_scores`` rows of the given per-token NLL vectors, or None when there are none."""
     if not ids:
         return None
-    return pl.DataFrame(
-        {
-            "example_id": ids,
-            "checkpoint_id": [checkpoint_id] * len(ids),
-            "nll": [np.asarray(v, dtype=np.float32) for v in per_token],
-        },
-        schema=TOKEN_SCORE_COLUMNS,
+    return _list_frame(
+        {"example_id": ids, "checkpoint_id": [checkpoint_id] * len(ids), "nll": per_token}, TOKEN_SCORE_COLUMNS
     )
 
 
@@ -219,6 +234,7 @@ class TableWriter:
             # DuckDB's buffer pool may grow to 80% of RAM by default, and a writer keeps the blocks it wrote there:
             # a cap keeps a million-example run's memory flat (the rest spills to OUT.tmp/).
             self.con.execute(f"SET memory_limit = '{WRITER_MEMORY_LIMIT}'")
+            self.con.execute(f"SET checkpoint_threshold = '{WRITER_CHECKPOINT_THRESHOLD}'")
             self._create()
         except BaseException:
             self.con.close()
@@ -415,9 +431,15 @@ class TableWriter:
             else:
                 scores = list(scores)
                 frame = pl.DataFrame(
-                    [(s.example_id, checkpoint_id, s.nll_sum, s.n_tokens, s.mean_nll, s.perplexity) for s in scores],
+                    {
+                        "example_id": [s.example_id for s in scores],
+                        "checkpoint_id": [checkpoint_id] * len(scores),
+                        "nll_sum": [s.nll_sum for s in scores],
+                        "n_tokens": [s.n_tokens for s in scores],
+                        "mean_nll": [s.mean_nll for s in scores],
+                        "perplexity": [s.perplexity for s in scores],
+                    },
                     schema=SCORE_COLUMNS,
-                    orient="row",
                 )
                 embedded = [s for s in scores if s.embedding is not None]
                 vectors = _vector_frame([s.example_id for s in embedded], [s.embedding for s in embedded])
@@ -429,9 +451,8 @@ class TableWriter:
                 return 0
             texts = None
             if tokens:
-                texts = pl.DataFrame(
-                    {"example_id": list(tokens), "tokens": [list(t) for t in tokens.values()]},
-                    schema=EXAMPLE_TOKEN_COLUMNS,
+                texts = _list_frame(
+                    {"example_id": list(tokens), "tokens": list(tokens.values())}, EXAMPLE_TOKEN_COLUMNS
                 )
             with self.transaction():
                 self._insert("scores", frame)
