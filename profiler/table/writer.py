@@ -143,12 +143,14 @@ def _list_frame(columns: dict[str, Sequence], schema: dict[str, pl.DataType]) ->
     from profiler.data.arrow import list_array
 
     items = {pl.Float32: pa.float32(), pl.Utf8: pa.string()}
-    arrays = {
-        name: list_array(columns[name], items[dtype.inner]) if isinstance(dtype, pl.List) else columns[name]
-        for name, dtype in schema.items()
-    }
     return pl.DataFrame(
-        {name: pl.from_arrow(a) if isinstance(a, pa.Array) else a for name, a in arrays.items()}, schema=schema
+        {
+            name: pl.from_arrow(list_array(columns[name], items[dtype.inner]))
+            if isinstance(dtype, pl.List)
+            else columns[name]
+            for name, dtype in schema.items()
+        },
+        schema=schema,
     )
 
 

@@ -299,3 +299,38 @@ def test_ctrl_c_during_a_write_ends_the_run_after_the_write_is_whole(tmp_path, m
             assert t.tokenized_ids() == {"a", "b"}
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_scores_committed_before_a_kill_are_in_the_table(tmp_path):
+    """The writer checkpoints its log only every WRITER_CHECKPOINT_THRESHOLD: what a killed process committed
+    lives in the log, and the next open replays it, token NLLs and texts included."""
+    import subprocess
+    import sys
+
+    from profiler.table.writer import TableWriter
+
+    path = tmp_path / "t.duckdb"
+    script = f"""
+import os
+import polars as pl
+from profiler.table.writer import CheckpointInfo, TableWriter
+w = TableWriter({str(path)!r})
+cid = w.register_checkpoints([CheckpointInfo("ckpt-1", 1, 1.0)])[0]
+frame = pl.DataFrame({{"example_id": ["a", "b"], "nll_sum": [1.5, 3.0], "n_tokens": [2, 3],
+                      "token_nll": [[0.5, 1.0], [1.0, 1.0, 1.0]]}})
+w.write_scores(cid, frame, {{"a": ["x", "y"], "b": ["p", "q", "r"]}})
+os._exit(9)  # no close, no checkpoint
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 9, done.stderr
+    assert path.with_name("t.duckdb.wal").stat().st_size > 0  # the writes are in the log only
+    with TableWriter(path) as table:
+        assert table.con.execute("SELECT example_id, n_tokens FROM scores ORDER BY 1").fetchall() == [
+            ("a", 2),
+            ("b", 3),
+        ]
+        rows = table.con.execute(
+            "SELECT t.example_id, t.nll, x.tokens FROM token_scores t JOIN example_tokens x USING (example_id) "
+            "ORDER BY 1"
+        ).fetchall()
+        assert rows == [("a", [0.5, 1.0], ["x", "y"]), ("b", [1.0, 1.0, 1.0], ["p", "q", "r"])]
