@@ -824,35 +824,55 @@ def token_texts(con: duckdb.DuckDBPyConnection, key: str) -> tuple[str, ...]:
     return tuple(sorted(t for (t,) in rows if t is not None and token_key(t) == key))
 
 
-def token_totals(con: duckdb.DuckDBPyConnection, flt: Filter | None = None) -> tuple[pl.DataFrame, dict[str, Any]]:
+# Hard tokens under a filter that matches more examples than this are counted over a seeded sample of this many
+# (a million examples' token lists take tens of seconds to unnest; 20,000 take about a second on 2 cores).
+TOKEN_SAMPLE = 20_000
+
+
+def token_totals(
+    con: duckdb.DuckDBPyConnection, flt: Filter | None = None, *, sample: int | None = None
+) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Every token's totals at the last checkpoint with token scores, over the examples of ``flt`` (its ``token``
     ignored), aggregated in DuckDB: what :func:`rank_hard_tokens` ranks (the pages keep it for the whole table).
 
     Each example's ``nll`` and ``tokens`` lists are unnested together (element k of one with element k of the
     other: the same token) and grouped by :func:`token_key` (whitespace-trimmed text).
 
+    Args:
+        sample: where the filter matches more examples than this, count only this many of them, the first by the
+            points' seeded ``sample_key`` (the same examples on every call, and the maps' sample order).
+
     Returns:
         The frame ``token`` (the key), ``n`` (occurrences), ``s`` (their NLL sum), ``examples`` (holding it); and
-        ``checkpoint_id``, ``step``, ``fraction`` of that checkpoint (None without token scores) and the
-        ``examples`` counted.
+        ``checkpoint_id``, ``step``, ``fraction`` of that checkpoint (None without token scores), the ``examples``
+        counted, ``matching`` (the examples the filter matches) and ``sampled`` (how many of them were taken, or
+        None when every one was).
     """
     flt = Filter() if flt is None else flt
     rel, where, params = _filtered(con, replace(flt, token=""))
-    scope = "" if where == "TRUE" else f" AND example_id IN (SELECT example_id FROM {rel} WHERE {where})"
+    matching = _scalar(con, f"SELECT count(*) FROM {rel} WHERE {where}", params)
+    sampled = int(sample) if sample is not None and matching > int(sample) else None
+    if sampled is not None:
+        chosen = f"SELECT example_id FROM {rel} WHERE {where} ORDER BY sample_key LIMIT {sampled}"
+        scope = f" AND example_id IN ({chosen})"
+    else:
+        scope = "" if where == "TRUE" else f" AND example_id IN (SELECT example_id FROM {rel} WHERE {where})"
     cp = con.execute(
         f"SELECT checkpoint_id, step, fraction FROM checkpoint_view WHERE checkpoint_id = {_last_token_checkpoint()}"
     ).fetchone()
     summary: dict[str, Any] = dict(zip(("checkpoint_id", "step", "fraction"), cp or (None, None, None)))
+    summary.update(matching=matching, sampled=sampled)
     try:
-        # The key of each distinct token text, computed once per text and materialized (string functions on every
-        # occurrence would cost seconds on a large profile); then occurrences and NLL sum per (key, example).
+        # The key of each distinct token text of the examples counted, computed once per text and materialized
+        # (string functions on every occurrence would cost seconds on a large profile); then occurrences and NLL
+        # sum per (key, example).
         con.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE _token_keys AS
             SELECT tok, {token_key_sql("tok")} AS token
-            FROM (SELECT DISTINCT unnest(tokens) AS tok FROM token_view WHERE checkpoint_id = ?)
+            FROM (SELECT DISTINCT unnest(tokens) AS tok FROM token_view WHERE checkpoint_id = ?{scope})
             """,
-            [summary["checkpoint_id"]],
+            [summary["checkpoint_id"], *params],
         )
         con.execute(
             f"""
@@ -910,9 +930,14 @@ def rank_hard_tokens(
 
 
 def hard_tokens(
-    con: duckdb.DuckDBPyConnection, flt: Filter | None = None, *, min_count: int = 5, limit: int = 100
+    con: duckdb.DuckDBPyConnection,
+    flt: Filter | None = None,
+    *,
+    min_count: int = 5,
+    limit: int = 100,
+    sample: int | None = None,
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
     """The tokens with the highest mean NLL at the last checkpoint with token scores, over the examples of ``flt``
-    (its ``token`` ignored): :func:`rank_hard_tokens` of :func:`token_totals`."""
-    totals, info = token_totals(con, flt)
+    (its ``token`` ignored, at most ``sample`` of them): :func:`rank_hard_tokens` of :func:`token_totals`."""
+    totals, info = token_totals(con, flt, sample=sample)
     return rank_hard_tokens(totals, info, min_count=min_count, limit=limit)

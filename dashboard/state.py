@@ -229,8 +229,17 @@ def decile_trajectories(path: str) -> pl.DataFrame:
     return queries.decile_trajectories(cursor(path, "points", "deciles"))
 
 
+TRACED_KEPT = 200  # the dynamics page's most traced examples: the whole table's first so many are kept
+
+
 @_by_content(64)
 def trajectories(path: str, ids: tuple[str, ...]) -> pl.DataFrame:
+    """Perplexity per checkpoint of ``ids``; those of the whole table's sample (the dynamics page's default, up to
+    :data:`TRACED_KEPT` examples) are kept beside the table, so a new server draws them without a scan by id."""
+    sampled = sample_points(path, Filter(), TRACED_KEPT, False)[0]["example_id"]
+    if ids and set(ids) <= set(sampled.to_list()):
+        kept = _summary(path, f"traced_{TRACED_KEPT}", queries.trajectories, sampled.to_list())
+        return kept.filter(pl.col("example_id").is_in(list(ids)))
     return queries.trajectories(cursor(path), list(ids))
 
 
@@ -260,17 +269,19 @@ def token_texts(path: str, key: str) -> tuple[str, ...]:
 
 
 @_by_content(8)
-def token_totals(path: str, flt: Filter) -> tuple[pl.DataFrame, dict]:
+def token_totals(path: str, flt: Filter, every: bool = False) -> tuple[pl.DataFrame, dict]:
+    """:func:`queries.token_totals`: of the whole table, computed once and kept beside it; under a filter, over a
+    sample of :data:`queries.TOKEN_SAMPLE` of its examples unless ``every``."""
     if flt.where()[0] != "TRUE":
-        return queries.token_totals(cursor(path), flt)
+        return queries.token_totals(cursor(path), flt, sample=None if every else queries.TOKEN_SAMPLE)
     computed = functools.cache(lambda: queries.token_totals(cursor(path)))  # once, for the frame and its info
     kept = table_cache(path)
     return kept.summary("token_totals", lambda: computed()[0]), kept.summary("token_totals_info", lambda: computed()[1])
 
 
 @_by_content(32)
-def hard_tokens(path: str, flt: Filter, min_count: int, limit: int) -> tuple[pl.DataFrame, dict]:
-    totals, info = token_totals(path, replace(flt, token=""))
+def hard_tokens(path: str, flt: Filter, min_count: int, limit: int, every: bool = False) -> tuple[pl.DataFrame, dict]:
+    totals, info = token_totals(path, replace(flt, token=""), every)
     return queries.rank_hard_tokens(totals, info, min_count=min_count, limit=limit)
 
 

@@ -21,15 +21,28 @@ min_count = c1.number_input(
     "Seen at least (times)", 1, 1_000_000, 5, key="ht_min", help="A rare token's mean NLL is noise."
 )
 limit = c2.number_input("Tokens listed", 5, 1_000, 50, step=5, key="ht_n")
-table, info = state.hard_tokens(path, flt, int(min_count), int(limit))
-checkpoint = queries.checkpoint_label(info["checkpoint_id"], info["step"])
 matching = state.count(path, flt)
+every = False
+if flt.where()[0] != "TRUE" and matching > queries.TOKEN_SAMPLE:  # the whole table's totals are kept: exact
+    every = st.toggle(
+        f"Count all {matching:,} matching examples",
+        key="ht_every",
+        help=f"Off: the tokens of a fixed random sample of {queries.TOKEN_SAMPLE:,} of them (about a second). On: "
+        "every one (tens of seconds at a million examples).",
+    )
+table, info = state.hard_tokens(path, flt, int(min_count), int(limit), every)
+checkpoint = queries.checkpoint_label(info["checkpoint_id"], info["step"])
+sampled = info.get("sampled")
 # Where only some of the filtered examples have token scores (a profile still scoring, say), both counts.
-whose = (
-    f"the {info['examples']:,} examples that match the filter"
-    if info["examples"] >= matching
-    else f"the {info['examples']:,} examples with token scores among the {matching:,} that match the filter"
-)
+if sampled:
+    whose = (
+        f"a fixed random sample of {sampled:,} of the {matching:,} examples that match the filter "
+        f"({info['examples']:,} with token scores); counts are the sample's"
+    )
+elif info["examples"] >= matching:
+    whose = f"the {info['examples']:,} examples that match the filter"
+else:
+    whose = f"the {info['examples']:,} examples with token scores among the {matching:,} that match the filter"
 st.caption(
     f"Mean NLL of each token at {checkpoint} (the last with token scores), over {info['tokens']:,} response "
     f"tokens of {whose} · {info['kept']:,} of {info['distinct']:,} distinct tokens seen at least "

@@ -627,9 +627,9 @@ def test_a_box_on_the_compare_scatter_filters_the_other_pages(monkeypatch, small
 
 
 def test_a_second_server_draws_the_maps_from_what_is_kept_beside_the_table(monkeypatch, small_profile, tmp_path):
-    """The whole table's map cells, extents and point samples are kept beside it: a new server (Streamlit's caches
-    cleared) draws the same data map, semantic map and dynamics without computing them again; a filter still
-    computes its own."""
+    """The whole table's map cells, extents, point samples and the dynamics' traced sample are kept beside it: a new
+    server (Streamlit's caches cleared) draws the same data map, semantic map and dynamics without computing them
+    again; a filter still computes its own."""
     import streamlit as st
 
     table = tmp_path / "t" / "run.duckdb"
@@ -652,7 +652,7 @@ def test_a_second_server_draws_the_maps_from_what_is_kept_beside_the_table(monke
     def spy(name, real):
         return lambda *a, **kw: calls.append(name) or real(*a, **kw)
 
-    for name in ("density", "sample_points", "map_extent"):
+    for name in ("density", "sample_points", "map_extent", "trajectories"):
         monkeypatch.setattr(queries, name, spy(name, getattr(queries, name)))
     at = app(monkeypatch, table)
     assert specs(at) == first and calls == []  # the same figures, nothing computed again
@@ -664,3 +664,18 @@ def test_a_second_server_draws_the_maps_from_what_is_kept_beside_the_table(monke
 def test_compare_page_with_a_profile_not_scored_yet(monkeypatch, small_profile, unfinished_profile):
     at = goto(app(monkeypatch, small_profile, unfinished_profile), "compare")
     assert "has no confidence yet" in at.info[0].value
+
+
+def test_hard_tokens_under_a_large_filter_say_they_count_a_sample(monkeypatch, token_profile):
+    """Past ``TOKEN_SAMPLE`` matching examples the page counts a fixed sample and says so; the toggle counts all."""
+    import streamlit as st
+
+    st.cache_data.clear()  # totals cached under another sample size by an earlier test
+    monkeypatch.setattr(queries, "TOKEN_SAMPLE", 4)
+    at = goto(app(monkeypatch, token_profile), "hard_tokens")
+    assert not at.toggle  # the whole table's totals are kept: never sampled
+    at.sidebar.multiselect(key="f_sources").set_value(["chat"]).run()
+    assert f"a fixed random sample of 4 of the {N_CHAT} examples that match the filter" in captions(at)
+    assert at.toggle(key="ht_every").label == f"Count all {N_CHAT} matching examples"
+    at.toggle(key="ht_every").set_value(True).run()
+    assert f"the {N_CHAT} examples that match the filter" in captions(at) and "sample" not in captions(at)

@@ -226,6 +226,31 @@ def test_hard_tokens_match_a_direct_computation(token_profile):
         assert table["token"].to_list() == [k for k, _, _ in expected] and info["examples"] == N_CHAT
 
 
+def test_hard_tokens_under_a_large_filter_count_a_fixed_sample(token_profile):
+    """Past ``sample`` matching examples the totals are those of the first ``sample`` by the points' seeded key
+    (the same on every call), and the summary says how many were taken of how many."""
+    con = duckdb.connect(str(token_profile), read_only=True)
+    chat = con.execute("SELECT example_id FROM examples WHERE source = 'chat' ORDER BY hash(example_id, 0)").fetchall()
+    con.close()
+    k = len(chat) // 3
+    chosen = {r[0] for r in chat[:k]}
+    with open_table(token_profile) as t:
+        c = t.cursor()
+        flt = Filter(sources=("chat",))
+        table, info = queries.hard_tokens(c, flt, min_count=1, limit=1000, sample=k)
+        expected = expected_ranking(direct_hard_tokens(token_profile, 2, chosen), 1)
+        assert table["token"].to_list() == [key for key, _, _ in expected]
+        assert np.allclose(table["mean_nll"].to_numpy(), [m for _, m, _ in expected], rtol=1e-6)
+        assert table["count"].to_list() == [n for _, _, n in expected]
+        assert info["sampled"] == k and info["matching"] == len(chat) == N_CHAT and info["examples"] == k
+        again, _ = queries.hard_tokens(c, flt, min_count=1, limit=1000, sample=k)
+        assert again.equals(table)
+        # A sample at least as large as the filter counts every example.
+        whole, info = queries.hard_tokens(c, flt, min_count=1, limit=1000, sample=len(chat))
+        assert info["sampled"] is None and info["examples"] == N_CHAT
+        assert whole.equals(queries.hard_tokens(c, flt, min_count=1, limit=1000)[0])
+
+
 def test_the_token_filter_keeps_the_examples_holding_the_token(token_profile):
     con = duckdb.connect(str(token_profile), read_only=True)
     rows = con.execute("SELECT example_id, tokens FROM example_tokens").fetchall()
