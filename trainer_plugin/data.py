@@ -8,7 +8,8 @@ The rendering is a 🤗 ``datasets`` Arrow cache (int32 ``input_ids`` and ``labe
 once by a batched map over processes and memory-mapped after: by every rank of a distributed run (the main
 process builds it, :func:`trainer_plugin.train.prepare_data`), and by the next run of the same profile, target
 tokenizer and settings. It lives beside the profile (``run_data/``, as the profiler's own cache) unless
-``cache_dir`` says otherwise.
+``cache_dir`` says otherwise. Where the target tokenizes as the reference did, the rows come from the profiler's
+own rendering instead (:func:`profile_render`): no tokenizer call at all.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 from profiler import open_table
@@ -29,14 +31,20 @@ from profiler.data import Renderer, load_examples
 from profiler.data.arrow import arrow_batch
 from profiler.data.cache import (
     CACHE_FORMAT,
+    TAKE_SPAN,
+    RenderedData,
     build_once,
     default_cache_root,
     map_arrow,
     open_files,
+    read_manifest,
+    render_key,
     source_digest,
+    take_rows,
     tokenizer_digest,
 )
 from profiler.data.ids import content_hash
+from profiler.data.load import parse_source_spec
 from profiler.data.render import RenderFailure, pad_batch
 from profiler.errors import SftmixError
 from profiler.table.schema import CONFIDENT
@@ -139,6 +147,64 @@ def _write_data_rows(profile: str, data: Sequence[str], splits: dict[str, str], 
     return len(loaded)
 
 
+def profile_render(profile: str, renderer: Renderer) -> RenderedData | None:
+    """The profiler's rendering of ``profile``'s data, where it is what ``renderer`` would make: the profile's
+    data files are still there and unchanged, and the render key computed with ``renderer``'s tokenizer, template
+    and ``max_length`` (and the profile's ``truncate``) names a finished cache whose fingerprint is the table's.
+    None otherwise (another tokenizer or setting, a hub dataset, a moved file or a removed cache)."""
+    with open_table(profile) as t:
+        meta = t.meta
+    cfg, cache, fingerprint = meta.get("score_config") or {}, meta.get("data_cache"), meta.get("dataset_fingerprint")
+    if not cfg.get("data") or not cache or not fingerprint:
+        return None
+    sources = [parse_source_spec(s) for s in cfg["data"]]
+    if not all(Path(path).exists() for _, path in sources):  # moved, or a hub name: render for the target
+        return None
+    same = Renderer(renderer.tokenizer, renderer.template, renderer.max_length, truncate=bool(cfg.get("truncate")))
+    key = render_key(
+        sources, same, fmt=cfg.get("format", "auto"), fields=cfg.get("fields"), split=cfg.get("split", "train")
+    )
+    for folder in (Path(cache), default_cache_root(profile) / Path(cache).name):
+        manifest = read_manifest(folder, key) if folder.name == key else None
+        if manifest is not None and manifest.get("fingerprint") == fingerprint:
+            return RenderedData(folder, manifest)
+    return None
+
+
+def _write_from_render(data: RenderedData, splits: dict[str, str], path: Path) -> tuple[int, int]:
+    """The split examples' training rows, taken from the profiler's rendering in bulk (labels are the response
+    tokens, the first token none), into an Arrow file in input order; returns the rows written and how many
+    were truncated."""
+    ids = data.table.column("example_id")
+    rows = data.rows_where(pc.is_in(ids, value_set=pa.array(list(splits), pa.string())).to_numpy(False), ok=True)
+    table = data.table.select(["example_id", "input_ids", "response_mask", "truncated"])
+    confident_ids = pa.array([e for e, split in splits.items() if split == CONFIDENT], pa.string())
+    n_truncated = 0
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, _schema()) as w:
+        for s in range(0, len(rows), TAKE_SPAN):
+            part = take_rows(table, rows[s : s + TAKE_SPAN]).combine_chunks()
+            input_ids, mask = part.column("input_ids").chunk(0), part.column("response_mask").chunk(0)
+            offsets = input_ids.offsets.to_numpy() - input_ids.offsets[0].as_py()
+            flat = pc.list_flatten(input_ids).to_numpy()
+            labels = np.where(pc.list_flatten(mask).to_numpy().astype(bool), flat, -100).astype(np.int32)
+            labels[offsets[:-1][np.diff(offsets) > 0]] = -100  # the first token has nothing to predict it
+            eids = part.column("example_id")
+            confident = pc.is_in(eids.chunk(0), value_set=confident_ids)
+            batch = pa.RecordBatch.from_arrays(
+                [
+                    eids.chunk(0),
+                    input_ids,
+                    pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(labels, pa.int32())),
+                    confident,
+                    part.column("truncated").chunk(0),
+                ],
+                schema=_schema(),
+            )
+            w.write_batch(batch)
+            n_truncated += int(pc.sum(part.column("truncated")).as_py() or 0)
+    return len(rows), n_truncated
+
+
 def load_training_set(
     profile: str,
     tokenizer,
@@ -176,6 +242,17 @@ def load_training_set(
     )
 
     def build(tmp: Path) -> dict:
+        if not data and (profiled := profile_render(profile, renderer)) is not None:
+            n_kept, n_truncated = _write_from_render(profiled, splits, tmp / "rendered.arrow")
+            if n_kept == len(splits):  # every split example is there, rendered as the target would
+                return {
+                    "files": ["rendered.arrow"],
+                    "n_rows": len(splits),
+                    "n_kept": n_kept,
+                    "n_truncated": n_truncated,
+                    "from_profile_render": True,
+                }
+            (tmp / "rendered.arrow").unlink()
         raw = tmp / "raw.arrow"
         n = _write_data_rows(profile, data, splits, raw) if data else _write_profile_rows(profile, raw)
         rendered, files = map_arrow(

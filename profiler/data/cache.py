@@ -321,11 +321,11 @@ def build_once(root: Path, key: str, build) -> tuple[Path, dict, bool]:
     from filelock import FileLock
 
     final = root / key
-    if (manifest := _read_manifest(final, key)) is not None:
+    if (manifest := read_manifest(final, key)) is not None:
         return final, manifest, False
     root.mkdir(parents=True, exist_ok=True)
     with FileLock(str(root / f"{key}.lock")):
-        if (manifest := _read_manifest(final, key)) is not None:  # another process built it while this one waited
+        if (manifest := read_manifest(final, key)) is not None:  # another process built it while this one waited
             return final, manifest, False
         tmp = root / f".{key}.building"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -370,7 +370,8 @@ def _build(tmp: Path, sources, renderer: Renderer, fmt: str, fields, split: str,
     return {"files": files, "n_rows": n_rows, "n_tokens": n_tokens, "fingerprint": fp}
 
 
-def _read_manifest(path: Path, key: str) -> dict | None:
+def read_manifest(path: Path, key: str) -> dict | None:
+    """The manifest of the finished cache ``path`` built for ``key``, or None (absent, unfinished, another key)."""
     try:
         manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -465,7 +466,7 @@ class RenderedData:
             if chunk[-1] - chunk[0] == len(chunk) - 1:  # a run of rows
                 part = table.slice(int(chunk[0]), len(chunk))
             else:
-                part = _take(table, chunk)
+                part = take_rows(table, chunk)
             part = part.append_column("row_index", pa.array(chunk, pa.int64()))
             yield from part.select(list(columns)).combine_chunks().to_batches()
 
@@ -476,7 +477,7 @@ class RenderedData:
 TAKE_SPAN = 50_000
 
 
-def _take(table: pa.Table, rows: np.ndarray) -> pa.Table:
+def take_rows(table: pa.Table, rows: np.ndarray) -> pa.Table:
     """``table.take(rows)`` (rows ascending), each part from a slice of at most :data:`TAKE_SPAN` rows."""
     parts, start = [], 0
     while start < len(rows):

@@ -216,5 +216,5 @@ def test_a_shards_rows_are_taken_a_slice_at_a_time(renderer, tmp_path, monkeypat
             return self.table.slice(*a)
 
     table = Recorded(data.table)
-    cache_mod._take(table, rows)
+    cache_mod.take_rows(table, rows)
     assert table.calls == [(0, 4), (9, 4), (25, 4), (39, 4)]

@@ -233,6 +233,49 @@ def test_mixin_with_trl_sfttrainer(tiny_llama, profile, tmp_path):
     assert metrics["eval_ntp_loss_confident"] > 0 and metrics["eval_ntp_loss_unconfident"] > 0
 
 
+def test_a_target_that_tokenizes_as_the_reference_takes_the_profile_render(
+    tiny_llama, tiny_plain_llama, profile, tmp_path, monkeypatch
+):
+    """Where the target's tokenizer, template and max_length are the reference's, the training rows come from the
+    profiler's own rendering (no map, no tokenizer call): the same rows, labels and counts as rendering again.
+    Another tokenizer, another max_length, or a profile cache that is gone: rendered."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    from profiler.data import cache
+    from trainer_plugin import data
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    real_map = data.map_arrow
+    mapped = []
+    monkeypatch.setattr(data, "map_arrow", lambda *a, **kw: mapped.append(1) or real_map(*a, **kw))
+    reused = data.load_training_set(profile[0], tok, cache_dir=tmp_path / "a")
+    manifest = json.loads((reused.path / cache.MANIFEST).read_text())
+    assert mapped == [] and manifest["from_profile_render"]
+    with monkeypatch.context() as m:  # the same target, rendered: what the profile's rows must equal
+        m.setattr(data, "profile_render", lambda *a: None)
+        rendered = data.load_training_set(profile[0], tok, cache_dir=tmp_path / "b")
+    assert mapped == [1]
+    assert reused.dataset.to_list() == rendered.dataset.to_list() and len(reused.dataset) > 0
+    assert (reused.n_profile, reused.n_dropped, reused.n_truncated) == (
+        rendered.n_profile,
+        rendered.n_dropped,
+        rendered.n_truncated,
+    )
+    assert reused.dataset.features == rendered.dataset.features
+    # Not the same rendering: rendered for the target.
+    for other, kw in ((AutoTokenizer.from_pretrained(tiny_plain_llama), {}), (tok, {"max_length": 64})):
+        mapped.clear()
+        data.load_training_set(profile[0], other, cache_dir=tmp_path / "c", **kw)
+        assert mapped == [1]
+    with monkeypatch.context() as m:  # the profile's cache removed (moved, cleaned up)
+        m.setattr(data, "read_manifest", lambda *a: None)
+        mapped.clear()
+        data.load_training_set(profile[0], tok, cache_dir=tmp_path / "d")
+        assert mapped == [1]
+
+
 def test_training_data_is_rendered_once_into_a_cache(tiny_plain_llama, profile, tmp_path):
     """The target's rendering is a memory-mapped Arrow cache: the same rows as rendering each example, built by
     the first run and mapped (not rebuilt) by the next; another tokenizer or max_length is another cache."""
