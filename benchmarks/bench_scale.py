@@ -54,8 +54,9 @@ NEEDS = {"resume": "render", "shard": "render", "writes": "render"} | dict.fromk
 
 
 # --- measuring a process ----------------------------------------------------------------------------------
-def tree_rss(root: int) -> int:
-    """Resident bytes of ``root`` and all its descendants, now."""
+def tree_rss(root: int) -> tuple[int, int]:
+    """Resident bytes of ``root`` and all its descendants, now: in all, and anonymous only (heap and private
+    memory, without the file pages of memory-mapped caches, which the kernel drops under pressure)."""
     children: dict[int, list[int]] = {}
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
@@ -64,19 +65,21 @@ def tree_rss(root: int) -> int:
             except (OSError, IndexError, ValueError):
                 continue
             children.setdefault(ppid, []).append(int(entry.name))
-    total, todo = 0, [root]
+    total, anon, todo = 0, 0, [root]
     while todo:
         pid = todo.pop()
-        with contextlib.suppress(OSError, IndexError, ValueError):  # it may have ended meanwhile
-            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        with contextlib.suppress(OSError, KeyError, ValueError):  # it may have ended meanwhile
+            status = dict(ln.split(":", 1) for ln in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in ln)
+            total += int(status["VmRSS"].split()[0]) * 1024
+            anon += int(status["RssAnon"].split()[0]) * 1024
         todo.extend(children.get(pid, []))
-    return total
+    return total, anon
 
 
 @dataclass
 class Measured:
     """What one process cost: wall and CPU seconds (its reaped children included), the peak RSS of its largest
-    process, and the sampled peak of all its processes together."""
+    process, and the sampled peaks of all its processes together: resident in all, and anonymous only."""
 
     wall_s: float
     cpu_s: float
@@ -84,6 +87,7 @@ class Measured:
     tree_rss: int
     returncode: int
     output: str
+    anon_rss: int = 0
 
 
 def measure(cmd: list[str], env: dict[str, str]) -> Measured:
@@ -91,12 +95,12 @@ def measure(cmd: list[str], env: dict[str, str]) -> Measured:
     log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - read back once the process has ended
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    peak = [0]
+    peak = [0, 0]
     done = threading.Event()
 
     def sample() -> None:
         while not done.wait(0.2):
-            peak[0] = max(peak[0], tree_rss(proc.pid))
+            peak[:] = map(max, peak, tree_rss(proc.pid))
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -107,7 +111,7 @@ def measure(cmd: list[str], env: dict[str, str]) -> Measured:
     sampler.join()
     log.seek(0)
     cpu, rss = usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024
-    return Measured(wall, cpu, rss, max(peak[0], rss), proc.returncode, log.read())
+    return Measured(wall, cpu, rss, max(peak[0], rss), proc.returncode, log.read(), peak[1])
 
 
 def disk_bytes(path: Path) -> int:
@@ -222,7 +226,8 @@ def stage_render(run: Run) -> list[Row]:
     row.notes = (
         f"{run.args.n / row.work_s:,.0f} examples/s; {tokens / run.args.n:.0f} tokens/example; "
         f"{row.m.peak_rss / tokens:,.0f} B/token resident ({growth / tokens:,.0f} B/token above the "
-        f"{mib(row.baseline_rss)} before the stage); on disk: {listing(run.path('T'))}"
+        f"{mib(row.baseline_rss)} before the stage), {row.m.anon_rss / tokens:,.1f} B/token anonymous (all its "
+        f"processes; the rest is the memory-mapped cache's file pages); on disk: {listing(run.path('T'))}"
     )
     return [row]
 
@@ -255,17 +260,31 @@ def stage_writes(run: Run) -> list[Row]:
 
 
 def stage_train_prep(run: Run) -> list[Row]:
+    """`sftmix train`'s data preparation, twice: as it runs (the target tokenizes as the reference, so the
+    profile's rendering serves) and with that reuse off (rendered for the target, as another tokenizer would be)."""
+    rows = []
+    for stage, extra in (("train_prep", ()), ("train_prep_render", ("--render-target",))):
+        rows += _train_prep(run, stage, extra)
+    return rows
+
+
+def _train_prep(run: Run, stage: str, extra: tuple[str, ...]) -> list[Row]:
     out = run.path("train_out")
     shutil.rmtree(out, ignore_errors=True)
-    m, r = run.child("train_prep")
+    for cache in run.path("T", "T_data").glob("*train-*"):  # the target's cache (and lock) a run before made
+        if cache.is_dir():
+            shutil.rmtree(cache)
+        else:
+            cache.unlink()
+    m, r = run.child("train_prep", *extra)
     if r.get("fallback"):  # prepare_data's signature changed: time the command's whole preparation instead
         argv = ["train", "--profile", str(run.path("T", "T.duckdb")), "--model", str(run.path("model"))]
         argv += ["--output_dir", str(out), "--max_steps", "1", "--save_strategy", "no", "--report_to", "none"]
-        row = run.cli_row("train_prep", argv, "profiler.cli,trainer_plugin.train", out, "serial")
+        row = run.cli_row(stage, argv, "profiler.cli,trainer_plugin.train", out, "serial")
         row.notes = f"`sftmix train --max_steps 1` (prepare_data changed: {r['fallback']})"
         return [row]
     parallel = "cores" if r.get("num_proc") else "serial"  # the target's rendering map runs over processes too
-    return [Row("train_prep", m, r["work_s"], r["work_cpu_s"], 0, r["notes"], parallel, r["rss_before"])]
+    return [Row(stage, m, r["work_s"], r["work_cpu_s"], 0, r["notes"], parallel, r["rss_before"])]
 
 
 def stage_info(run: Run) -> list[Row]:
@@ -623,8 +642,12 @@ def child_train_prep(args) -> dict:
     from dataclasses import fields
 
     from profiler.hf import load_tokenizer
+    from trainer_plugin import data as training_data
     from trainer_plugin.config import SFTMixTrainingArguments
     from trainer_plugin.train import prepare_data
+
+    if args.render_target and hasattr(training_data, "profile_render"):  # as for a target of another tokenizer
+        training_data.profile_render = lambda *a: None
 
     params = list(inspect.signature(prepare_data).parameters)
     if params != ["args", "tokenizer"]:
@@ -643,6 +666,12 @@ def child_train_prep(args) -> dict:
     tokens = dataset_tokens(data.train)
     growth = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - clock.rss_before) / max(tokens, 1)
     notes = f"{len(data.train):,} training rows, {tokens:,} tokens; {growth:,.0f} B/token above the RSS before"
+    manifest = (
+        Path(data.train.cache_files[0]["filename"]).with_name("manifest.json") if data.train.cache_files else None
+    )
+    if manifest is not None and manifest.is_file():
+        how = json.loads(manifest.read_text()).get("from_profile_render")
+        notes += "; taken from the profile's rendering" if how else "; rendered for the target"
     return {**figures, "notes": notes, "num_proc": bool(extra)}
 
 
@@ -734,12 +763,15 @@ def print_header(run: Run) -> None:
 
 
 def print_rows(rows: list[Row]) -> None:
-    print("| stage | wall s | work s | work CPU s | peak RSS (process) | peak RSS (all its processes) | disk | notes |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| stage | wall s | work s | work CPU s | peak RSS (process) | peak RSS (all its processes) "
+        "| peak anonymous RSS (all) | disk | notes |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r.stage} | {r.m.wall_s:.1f} | {r.work_s:.1f} | {r.work_cpu_s:.1f} | {mib(r.m.peak_rss)} | "
-            f"{mib(r.m.tree_rss)} | {mib(r.disk)} | {r.notes} |"
+            f"{mib(r.m.tree_rss)} | {mib(r.m.anon_rss)} | {mib(r.disk)} | {r.notes} |"
         )
 
 
@@ -819,6 +851,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     p.add_argument("--modules", help=argparse.SUPPRESS)
+    p.add_argument("--render-target", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     unknown = set(args.stages.split(",")) - set(STAGES)
     if unknown:
