@@ -830,7 +830,11 @@ TOKEN_SAMPLE = 20_000
 
 
 def token_totals(
-    con: duckdb.DuckDBPyConnection, flt: Filter | None = None, *, sample: int | None = None
+    con: duckdb.DuckDBPyConnection,
+    flt: Filter | None = None,
+    *,
+    sample: int | None = None,
+    matching: int | None = None,
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Every token's totals at the last checkpoint with token scores, over the examples of ``flt`` (its ``token``
     ignored), aggregated in DuckDB: what :func:`rank_hard_tokens` ranks (the pages keep it for the whole table).
@@ -841,6 +845,7 @@ def token_totals(
     Args:
         sample: where the filter matches more examples than this, count only this many of them, the first by the
             points' seeded ``sample_key`` (the same examples on every call, and the maps' sample order).
+        matching: how many examples ``flt`` matches, where the caller has counted them already (else counted here).
 
     Returns:
         The frame ``token`` (the key), ``n`` (occurrences), ``s`` (their NLL sum), ``examples`` (holding it); and
@@ -850,7 +855,8 @@ def token_totals(
     """
     flt = Filter() if flt is None else flt
     rel, where, params = _filtered(con, replace(flt, token=""))
-    matching = _scalar(con, f"SELECT count(*) FROM {rel} WHERE {where}", params)
+    if matching is None:
+        matching = count(con, replace(flt, token=""))
     sampled = int(sample) if sample is not None and matching > int(sample) else None
     if sampled is not None:
         chosen = f"SELECT example_id FROM {rel} WHERE {where} ORDER BY sample_key LIMIT {sampled}"

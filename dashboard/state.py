@@ -272,8 +272,9 @@ def token_texts(path: str, key: str) -> tuple[str, ...]:
 def token_totals(path: str, flt: Filter, every: bool = False) -> tuple[pl.DataFrame, dict]:
     """:func:`queries.token_totals`: of the whole table, computed once and kept beside it; under a filter, over a
     sample of :data:`queries.TOKEN_SAMPLE` of its examples unless ``every``."""
-    if flt.where()[0] != "TRUE":
-        return queries.token_totals(cursor(path), flt, sample=None if every else queries.TOKEN_SAMPLE)
+    if flt.where()[0] != "TRUE":  # the filter's count is the page's own, cached: not counted again
+        sample = None if every else queries.TOKEN_SAMPLE
+        return queries.token_totals(cursor(path), flt, sample=sample, matching=count(path, replace(flt, token="")))
     computed = functools.cache(lambda: queries.token_totals(cursor(path)))  # once, for the frame and its info
     kept = table_cache(path)
     return kept.summary("token_totals", lambda: computed()[0]), kept.summary("token_totals_info", lambda: computed()[1])
