@@ -1,7 +1,8 @@
 """What the dashboard's pages read, computed once per table: :data:`dashboard.queries.CACHED` (every example without
 its text, with its map cells; the dynamics' bins; the token-score checkpoints), and the whole-table summaries of the
 pages (:meth:`TableCache.summary`: the overview's counts, the histogram, the hard tokens of all examples, the
-comparison with another table, under that table's content key).
+comparison with another table, under that table's content key), and the hard-tokens page's token index
+(:meth:`TableCache.token_index`: arrays, kept as ``.npy`` files and read back memory-mapped).
 
 Each part is a relation of ``sftmix_cache``, an in-memory database attached to the reader's connection (so every
 cursor of the reader sees it beside the read views). It is kept on disk, as Parquet beside the table
@@ -29,9 +30,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from dashboard.queries import CACHE, CACHED
+from dashboard.token_index import ARRAYS, TokenIndex
 from profiler.table import ConfidenceTable
 
 COUNTED = ("examples", "confidence", "embeddings", "ifd", "scores", "token_scores")  # tables whose size is keyed
@@ -64,6 +67,8 @@ class TableCache:
         self.folder = cache_dir(table.path) / self.key if persist else None
         self._lock = threading.Lock()
         self._made: set[str] = set()  # what once() made in this cache's in-memory database
+        self._index_lock = threading.Lock()
+        self._token_index: TokenIndex | None = None
         self.seconds: dict[str, float] = {}  # per part: the time it took to build or load
         table.con.execute(f"ATTACH IF NOT EXISTS ':memory:' AS {CACHE} (READ_WRITE)")
 
@@ -115,6 +120,34 @@ class TableCache:
                 self._store(self.folder / f"{name}.json", lambda tmp: Path(tmp).write_text(json.dumps(value)))
         return value
 
+    def token_index(self, build: Callable[[], TokenIndex]) -> TokenIndex:
+        """The table's token index (:mod:`dashboard.token_index`): read memory-mapped from beside the table
+        (``token_index_*.npy``, with ``token_index.json`` written last), else ``build()`` and kept there; once per
+        open table."""
+        with self._index_lock:
+            if self._token_index is None:
+                self._token_index = self._read_index() or self._keep_index(build())
+            return self._token_index
+
+    def _read_index(self) -> TokenIndex | None:
+        if self.folder is None or not (self.folder / "token_index.json").is_file():
+            return None
+        head = json.loads((self.folder / "token_index.json").read_text())
+        try:
+            arrays = {a: np.load(self.folder / f"token_index_{a}.npy", mmap_mode="r") for a in ARRAYS}
+        except (OSError, ValueError):
+            return None
+        return TokenIndex(head["keys"], info=head["info"], **arrays)
+
+    def _keep_index(self, index: TokenIndex) -> TokenIndex:
+        if self.folder is not None:
+            for name, array in index.arrays().items():
+                if not self._store(self.folder / f"token_index_{name}.npy", functools.partial(_save, array)):
+                    return index
+            head = {"keys": index.keys, "info": index.info}
+            self._store(self.folder / "token_index.json", lambda tmp: Path(tmp).write_text(json.dumps(head)))
+        return index
+
     def _store(self, stored: Path, write: Callable[[str], Any]) -> bool:
         """Write a file beside the table (``write(temporary path)``, then renamed into place), dropping the folders
         of other keys; False where the folder cannot be written (the cache then stays in memory)."""
@@ -145,6 +178,11 @@ _HAVE = (
 
 def _copy(con, part: str, path: str) -> None:
     con.execute(f"COPY {CACHE}.{part} TO '{_quoted(path)}' (FORMAT parquet)")
+
+
+def _save(array: np.ndarray, path: str) -> None:
+    with open(path, "wb") as f:  # a file object: np.save would add ".npy" to a name without it
+        np.save(f, array)
 
 
 def _quoted(path: str | Path) -> str:

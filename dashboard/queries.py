@@ -24,6 +24,8 @@ from typing import Any
 import duckdb
 import polars as pl
 
+from dashboard.token_index import TokenIndex
+from dashboard.token_index import build as build_token_index
 from profiler.table.db import fetch_frame
 from profiler.table.records import batches_frame, export_batches, write_jsonl
 from profiler.table.schema import AMBIGUOUS, CONFIDENT, EASY, HARD, REGIONS, SPLITS, UNCONFIDENT
@@ -825,8 +827,30 @@ def token_texts(con: duckdb.DuckDBPyConnection, key: str) -> tuple[str, ...]:
 
 
 # Hard tokens under a filter that matches more examples than this are counted over a seeded sample of this many
-# (a million examples' token lists take tens of seconds to unnest; 20,000 take about a second on 2 cores).
+# (from the token index 20,000 take tens of milliseconds at any table size; all of them, in proportion to their number).
 TOKEN_SAMPLE = 20_000
+_INDEX_BATCH = 65_536  # rows of token lists per record batch while the token index is built
+
+
+def token_index(con: duckdb.DuckDBPyConnection) -> TokenIndex:
+    """The :class:`dashboard.token_index.TokenIndex` of the last checkpoint with token scores: every example's
+    tokens (``token_view``: each ``nll`` element with the ``tokens`` element of the same position) grouped by
+    :func:`token_key`, by the example's ``row_index``. One pass over the token lists, in record batches."""
+    found = con.execute(
+        f"SELECT checkpoint_id, step, fraction FROM checkpoint_view WHERE checkpoint_id = {_last_token_checkpoint()}"
+    ).fetchall()
+    cp = found[0] if found else None
+    info: dict[str, Any] = dict(zip(("checkpoint_id", "step", "fraction"), cp or (None, None, None)))
+    points = relation(con, "points")
+    rows = con.execute(f"SELECT coalesce(max(row_index) + 1, 0) FROM {points}").fetchall()[0][0]
+    batches: Any = ()
+    if cp is not None:
+        batches = con.sql(
+            f"SELECT p.row_index, t.nll, t.tokens FROM token_view t JOIN {points} p USING (example_id) "
+            "WHERE t.checkpoint_id = $cp",
+            params={"cp": cp[0]},
+        ).to_arrow_reader(_INDEX_BATCH)
+    return build_token_index(batches, rows, token_key, info)
 
 
 def token_totals(
@@ -835,73 +859,38 @@ def token_totals(
     *,
     sample: int | None = None,
     matching: int | None = None,
+    index: TokenIndex | None = None,
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Every token's totals at the last checkpoint with token scores, over the examples of ``flt`` (its ``token``
-    ignored), aggregated in DuckDB: what :func:`rank_hard_tokens` ranks (the pages keep it for the whole table).
-
-    Each example's ``nll`` and ``tokens`` lists are unnested together (element k of one with element k of the
-    other: the same token) and grouped by :func:`token_key` (whitespace-trimmed text).
+    ignored): what :func:`rank_hard_tokens` ranks (the pages keep it for the whole table). The filter's examples
+    are chosen in DuckDB (their ``row_index``); their totals are summed from the token index
+    (:func:`token_index`, built here when not given), so the cost follows the examples counted, not the table.
 
     Args:
         sample: where the filter matches more examples than this, count only this many of them, the first by the
             points' seeded ``sample_key`` (the same examples on every call, and the maps' sample order).
         matching: how many examples ``flt`` matches, where the caller has counted them already (else counted here).
+        index: the table's token index (the pages keep one per table).
 
     Returns:
-        The frame ``token`` (the key), ``n`` (occurrences), ``s`` (their NLL sum), ``examples`` (holding it); and
-        ``checkpoint_id``, ``step``, ``fraction`` of that checkpoint (None without token scores), the ``examples``
-        counted, ``matching`` (the examples the filter matches) and ``sampled`` (how many of them were taken, or
-        None when every one was).
+        The frame ``token`` (the key), ``n`` (occurrences), ``s`` (their NLL sum), ``examples`` (holding it), in
+        key order; and ``checkpoint_id``, ``step``, ``fraction`` of that checkpoint (None without token scores), the
+        ``examples`` counted (those holding a token), ``matching`` (the examples the filter matches) and
+        ``sampled`` (how many of them were taken, or None when every one was).
     """
-    flt = Filter() if flt is None else flt
-    rel, where, params = _filtered(con, replace(flt, token=""))
+    flt = replace(Filter() if flt is None else flt, token="")
+    index = token_index(con) if index is None else index
+    rel, where, params = _filtered(con, flt)
     if matching is None:
-        matching = count(con, replace(flt, token=""))
+        matching = count(con, flt)
     sampled = int(sample) if sample is not None and matching > int(sample) else None
-    if sampled is not None:
-        chosen = f"SELECT example_id FROM {rel} WHERE {where} ORDER BY sample_key LIMIT {sampled}"
-        scope = f" AND example_id IN ({chosen})"
-    else:
-        scope = "" if where == "TRUE" else f" AND example_id IN (SELECT example_id FROM {rel} WHERE {where})"
-    cp = con.execute(
-        f"SELECT checkpoint_id, step, fraction FROM checkpoint_view WHERE checkpoint_id = {_last_token_checkpoint()}"
-    ).fetchone()
-    summary: dict[str, Any] = dict(zip(("checkpoint_id", "step", "fraction"), cp or (None, None, None)))
-    summary.update(matching=matching, sampled=sampled)
-    try:
-        # The key of each distinct token text of the examples counted, computed once per text and materialized
-        # (string functions on every occurrence would cost seconds on a large profile); then occurrences and NLL
-        # sum per (key, example).
-        con.execute(
-            f"""
-            CREATE OR REPLACE TEMP TABLE _token_keys AS
-            SELECT tok, {token_key_sql("tok")} AS token
-            FROM (SELECT DISTINCT unnest(tokens) AS tok FROM token_view WHERE checkpoint_id = ?{scope})
-            """,
-            [summary["checkpoint_id"], *params],
-        )
-        con.execute(
-            f"""
-            CREATE OR REPLACE TEMP TABLE _hard_tokens AS
-            WITH occurrences AS (
-                SELECT example_id, unnest(tokens) AS tok, unnest(nll) AS nll FROM token_view
-                WHERE checkpoint_id = ?{scope}
-            ),
-            per_text AS (SELECT tok, example_id, count(*) AS n, sum(nll) AS s FROM occurrences GROUP BY ALL)
-            SELECT k.token, p.example_id, sum(p.n)::BIGINT AS n, sum(p.s) AS s
-            FROM per_text p JOIN _token_keys k USING (tok) WHERE k.token <> ''
-            GROUP BY ALL
-            """,
-            [summary["checkpoint_id"], *params],
-        )
-        summary["examples"] = _scalar(con, "SELECT count(DISTINCT example_id) FROM _hard_tokens")
-        frame = fetch_frame(
-            con,
-            "SELECT token, sum(n)::BIGINT AS n, sum(s) AS s, count(*) AS examples FROM _hard_tokens "
-            "GROUP BY token ORDER BY token",
-        )
-    finally:
-        con.execute("DROP TABLE IF EXISTS _hard_tokens; DROP TABLE IF EXISTS _token_keys")
+    rows = None
+    if sampled is not None or where != "TRUE":
+        limit = f" ORDER BY sample_key LIMIT {sampled}" if sampled is not None else ""
+        rows = con.execute(f"SELECT row_index FROM {rel} WHERE {where}{limit}", params).fetchnumpy()["row_index"]
+    frame, examples = index.totals(rows)
+    summary: dict[str, Any] = dict(index.info)
+    summary.update(matching=matching, sampled=sampled, examples=examples)
     return frame, summary
 
 

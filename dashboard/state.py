@@ -21,6 +21,7 @@ import streamlit as st
 from dashboard import COMPARE_ENV, TABLE_ENV, figures, queries
 from dashboard.cache import TableCache
 from dashboard.queries import Filter, Shape
+from dashboard.token_index import TokenIndex
 from profiler.errors import TableError
 from profiler.table import ConfidenceTable, open_table
 
@@ -268,14 +269,20 @@ def token_texts(path: str, key: str) -> tuple[str, ...]:
     return queries.token_texts(cursor(path), key)
 
 
+def token_index(path: str) -> TokenIndex:
+    """The table's token index (:func:`queries.token_index`), built once and kept beside the table."""
+    return table_cache(path).token_index(lambda: queries.token_index(cursor(path)))
+
+
 @_by_content(8)
 def token_totals(path: str, flt: Filter, every: bool = False) -> tuple[pl.DataFrame, dict]:
-    """:func:`queries.token_totals`: of the whole table, computed once and kept beside it; under a filter, over a
-    sample of :data:`queries.TOKEN_SAMPLE` of its examples unless ``every``."""
+    """:func:`queries.token_totals` from the table's token index: of the whole table, computed once and kept
+    beside it; under a filter, over a sample of :data:`queries.TOKEN_SAMPLE` of its examples unless ``every``."""
     if flt.where()[0] != "TRUE":  # the filter's count is the page's own, cached: not counted again
         sample = None if every else queries.TOKEN_SAMPLE
-        return queries.token_totals(cursor(path), flt, sample=sample, matching=count(path, replace(flt, token="")))
-    computed = functools.cache(lambda: queries.token_totals(cursor(path)))  # once, for the frame and its info
+        matching = count(path, replace(flt, token=""))
+        return queries.token_totals(cursor(path), flt, sample=sample, matching=matching, index=token_index(path))
+    computed = functools.cache(lambda: queries.token_totals(cursor(path), index=token_index(path)))
     kept = table_cache(path)
     return kept.summary("token_totals", lambda: computed()[0]), kept.summary("token_totals_info", lambda: computed()[1])
 

@@ -27,8 +27,8 @@ if flt.where()[0] != "TRUE" and matching > queries.TOKEN_SAMPLE:  # the whole ta
     every = st.toggle(
         f"Count all {matching:,} matching examples",
         key="ht_every",
-        help=f"Off: the tokens of a fixed random sample of {queries.TOKEN_SAMPLE:,} of them (about a second). On: "
-        "every one (tens of seconds at a million examples).",
+        help=f"Off: the tokens of a fixed random sample of {queries.TOKEN_SAMPLE:,} of them (tens of milliseconds). "
+        "On: every one (about a second per million examples counted).",
     )
 table, info = state.hard_tokens(path, flt, int(min_count), int(limit), every)
 checkpoint = queries.checkpoint_label(info["checkpoint_id"], info["step"])
