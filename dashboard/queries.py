@@ -231,23 +231,14 @@ class Shape:
 
 # Tokens are grouped (hard tokens) and matched (the token filter) by their text with leading and trailing whitespace
 # trimmed, so " the" and "the" are one token; a token of whitespace alone keeps it, shown visibly (see token_key).
-_WS = "[ \\t\\n\\f\\r]"  # RE2 (DuckDB) and Python re read the same class: space, tab, newline, form feed, CR
+_WS = "[ \\t\\n\\f\\r]"  # space, tab, newline, form feed, CR
 _TRIM = f"^{_WS}+|{_WS}+$"
 _VISIBLE = {"\n": "\u21b5", "\t": "\u21e5", " ": "\u2423", "\r": "\u240d", "\f": "\u240c"}  # ↵ ⇥ ␣ ␍ ␌
 
 
-def token_key_sql(col: str) -> str:
-    """SQL of :func:`token_key` over the column ``col`` (a column name chosen by code, never by the user)."""
-    trimmed = f"regexp_replace({col}, '{_TRIM}', '', 'g')"
-    visible = col
-    for raw, shown in _VISIBLE.items():
-        visible = f"replace({visible}, chr({ord(raw)}), '{shown}')"
-    return f"(CASE WHEN {trimmed} <> '' THEN {trimmed} ELSE {visible} END)"
-
-
 def token_key(token: str) -> str:
     """The grouping key of a token's text: trimmed of whitespace, or, for whitespace alone, that whitespace made
-    visible (``"\\n"`` is ``"↵"``, ``" "`` is ``"␣"``). The same rule as :func:`token_key_sql`; ``""`` stays ``""``."""
+    visible (``"\\n"`` is ``"↵"``, ``" "`` is ``"␣"``); ``""`` stays ``""``."""
     trimmed = re.sub(_TRIM, "", token)
     return trimmed if trimmed else "".join(_VISIBLE.get(ch, ch) for ch in token)
 

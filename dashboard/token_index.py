@@ -100,13 +100,10 @@ def build(batches: Iterable[pa.RecordBatch], rows: int, key_of: Callable[[str], 
         counts = sizes.to_numpy(zero_copy_only=False).astype(np.int64)
         encoded = pc.dictionary_encode(tokens.flatten())
         texts = encoded.dictionary.to_pylist()
-        lut = np.array(
-            [
-                ids.setdefault(k, len(ids)) if (k := keyed.get(t) or keyed.setdefault(t, key_of(t or ""))) else -1
-                for t in texts
-            ],
-            dtype=np.int64,
-        )
+        for t in texts:
+            if t not in keyed:
+                keyed[t] = key_of(t or "")
+        lut = np.array([ids.setdefault(keyed[t], len(ids)) if keyed[t] else -1 for t in texts], dtype=np.int64)
         kid = lut[encoded.indices.to_numpy(zero_copy_only=False)] if len(texts) else np.zeros(0, np.int64)
         values = nll.flatten().to_numpy(zero_copy_only=False).astype(np.float64)
         local = np.repeat(np.arange(batch.num_rows, dtype=np.int64), counts)
